@@ -1,0 +1,113 @@
+"""Every error nbstream raises, in one hierarchy.
+
+```
+NbstreamError                  base of everything below; ``.turn`` holds the turn, if any
+├── ConfigurationError         bad arguments or settings (unknown api, no model …)
+├── APIError                   the provider answered, but not with a usable stream
+│   ├── APIStatusError         a non-2xx answer: status, provider message, request id,
+│   │                          retry-after
+│   ├── ProviderStreamError    an ``error`` event or error object in the middle of a stream
+│   └── NotAStreamError        a 2xx answer whose body is not ``text/event-stream``
+├── APIConnectionError         could not connect, or the connection broke mid-stream
+├── APITimeoutError            connect, first-byte or idle timeout (``.phase`` says which)
+└── EventTooLargeError         one server-sent event exceeded ``max_event_size``
+```
+
+Every message names the cause and the fix, and never contains an API key: the client
+scrubs its key from any text that came from the network before it reaches an error.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from .transcript import Turn
+
+__all__ = [
+    "APIConnectionError",
+    "APIError",
+    "APIStatusError",
+    "APITimeoutError",
+    "ConfigurationError",
+    "EventTooLargeError",
+    "NbstreamError",
+    "NotAStreamError",
+    "ProviderStreamError",
+]
+
+
+class NbstreamError(Exception):
+    """Base class of every nbstream error. ``turn`` is the turn it ended, if any."""
+
+    def __init__(self, message: str, *, turn: Turn | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.turn = turn
+
+
+class ConfigurationError(NbstreamError, ValueError):
+    """A setting or argument is wrong; the message says which and how to fix it."""
+
+
+class APIError(NbstreamError):
+    """The provider answered, but not with a usable stream."""
+
+
+class APIStatusError(APIError):
+    """The provider answered with a non-2xx status.
+
+    >>> err = APIStatusError("429 Too Many Requests", status_code=429, retry_after=2.0)
+    >>> err.status_code, err.retry_after
+    (429, 2.0)
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int,
+        provider_message: str | None = None,
+        request_id: str | None = None,
+        retry_after: float | None = None,
+        error_type: str | None = None,
+        body: str | None = None,
+        turn: Turn | None = None,
+    ) -> None:
+        super().__init__(message, turn=turn)
+        self.status_code = status_code
+        self.provider_message = provider_message
+        self.request_id = request_id
+        self.retry_after = retry_after
+        self.error_type = error_type
+        self.body = body
+
+
+class ProviderStreamError(APIError):
+    """The stream carried an error event or error object; the partial reply is kept."""
+
+
+class NotAStreamError(APIError):
+    """A successful answer whose body is not an event stream."""
+
+
+class APIConnectionError(NbstreamError):
+    """Could not connect to the server, or the connection broke mid-stream."""
+
+
+class APITimeoutError(NbstreamError):
+    """A timeout: ``phase`` is ``"connect"``, ``"first_byte"`` or ``"idle"``."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        phase: Literal["connect", "first_byte", "idle"],
+        turn: Turn | None = None,
+    ) -> None:
+        super().__init__(message, turn=turn)
+        self.phase = phase
+
+
+class EventTooLargeError(NbstreamError):
+    """One server-sent event was larger than the configured ``max_event_size``."""

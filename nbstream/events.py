@@ -1,0 +1,168 @@
+"""Neutral stream events: what every provider's stream is turned into.
+
+Each event is a small frozen dataclass with a ``type`` discriminator, so consumers can
+``match`` on them. They carry deltas only; the accumulator builds the ``Turn``.
+
+>>> TextDelta("Hel").text
+'Hel'
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+__all__ = [
+    "Done",
+    "ErrorEvent",
+    "Event",
+    "Finish",
+    "Meta",
+    "ReasoningDelta",
+    "RefusalDelta",
+    "StreamWarning",
+    "TextDelta",
+    "ToolCallDelta",
+    "ToolCallEnd",
+    "Usage",
+    "UsageEvent",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Token counts of one reply, normalised across providers.
+
+    ``input_tokens`` counts every prompt token the provider processed (for Anthropic
+    that includes cache reads and writes); ``raw`` is the provider's own usage object.
+    ``estimated`` is true when the server sent no usage and nbstream counted itself.
+    """
+
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    total_tokens: int | None = None
+    reasoning_tokens: int | None = None
+    cached_input_tokens: int | None = None
+    estimated: bool = False
+    raw: dict[str, Any] = field(default_factory=dict, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class TextDelta:
+    """A piece of the reply's text."""
+
+    text: str
+    choice: int = 0
+    type: Literal["text"] = "text"
+
+
+@dataclass(frozen=True, slots=True)
+class ReasoningDelta:
+    """A piece of the model's reasoning (thinking) text."""
+
+    text: str
+    choice: int = 0
+    type: Literal["reasoning"] = "reasoning"
+
+
+@dataclass(frozen=True, slots=True)
+class RefusalDelta:
+    """A piece of a refusal (OpenAI's ``delta.refusal``)."""
+
+    text: str
+    choice: int = 0
+    type: Literal["refusal"] = "refusal"
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallDelta:
+    """A piece of a tool call, keyed by ``index``; ``id`` and ``name`` may repeat."""
+
+    index: int
+    id: str | None = None
+    name: str | None = None
+    arguments: str = ""
+    choice: int = 0
+    type: Literal["tool_call"] = "tool_call"
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallEnd:
+    """The tool call at ``index`` is complete (Anthropic ``content_block_stop``)."""
+
+    index: int
+    choice: int = 0
+    type: Literal["tool_call_end"] = "tool_call_end"
+
+
+@dataclass(frozen=True, slots=True)
+class UsageEvent:
+    """The usage so far (providers send it cumulatively; the last one wins)."""
+
+    usage: Usage
+    type: Literal["usage"] = "usage"
+
+
+@dataclass(frozen=True, slots=True)
+class Finish:
+    """The choice finished, with the provider's reason (``stop``, ``length`` …)."""
+
+    reason: str
+    choice: int = 0
+    type: Literal["finish"] = "finish"
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorEvent:
+    """The provider reported an error inside the stream."""
+
+    message: str
+    code: str | None = None
+    error_type: str | None = None
+    raw: dict[str, Any] = field(default_factory=dict, compare=False)
+    type: Literal["error"] = "error"
+
+
+@dataclass(frozen=True, slots=True)
+class Meta:
+    """Anything else worth keeping on the turn: ids, model, logprobs, citations …
+
+    ``mode`` says how it lands in ``turn.extra`` (or the choice's ``extra`` when
+    ``choice`` is set): ``"set"`` replaces, ``"append"`` adds to a list.
+    """
+
+    key: str
+    value: Any
+    choice: int | None = None
+    mode: Literal["set", "append"] = "set"
+    type: Literal["meta"] = "meta"
+
+
+@dataclass(frozen=True, slots=True)
+class StreamWarning:
+    """Something odd that did not stop the stream (a malformed chunk …)."""
+
+    message: str
+    type: Literal["warning"] = "warning"
+
+
+@dataclass(frozen=True, slots=True)
+class Done:
+    """The stream said it is over (``[DONE]`` or ``message_stop``)."""
+
+    type: Literal["done"] = "done"
+
+
+Event = (
+    TextDelta
+    | ReasoningDelta
+    | RefusalDelta
+    | ToolCallDelta
+    | ToolCallEnd
+    | UsageEvent
+    | Finish
+    | ErrorEvent
+    | Meta
+    | StreamWarning
+    | Done
+)

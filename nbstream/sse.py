@@ -1,0 +1,173 @@
+"""Bytes → server-sent events, incrementally, with no I/O.
+
+A WHATWG-conformant decoder (https://html.spec.whatwg.org/#event-stream-interpretation)
+that takes bytes as they arrive, in any chunking: CR, LF and CRLF (even split across
+two chunks) end lines, one leading BOM is dropped, UTF-8 split across chunks survives,
+an event is dispatched on a blank line only if it had a ``data`` line, ``id`` persists.
+
+One deliberate difference from a browser, on by default: at end of stream a pending
+event that lacks its final blank line is dispatched (``dispatch_at_eof=True``). A browser
+drops it and reconnects; an LLM client does not reconnect, and the last event of a
+stream is the one that says it finished. ``dispatch_at_eof=False`` is the strict rule.
+
+>>> d = SSEDecoder()
+>>> d.feed(b"data: hel") + d.feed(b"lo\\n\\n")
+[ServerSentEvent(event='message', data='hello', id='', retry=None)]
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .errors import EventTooLargeError
+
+__all__ = ["DEFAULT_MAX_EVENT_SIZE", "SSEDecoder", "ServerSentEvent"]
+
+DEFAULT_MAX_EVENT_SIZE = 16 * 1024 * 1024
+_BOM = b"\xef\xbb\xbf"
+
+
+@dataclass(frozen=True, slots=True)
+class ServerSentEvent:
+    """One dispatched event."""
+
+    event: str = "message"
+    data: str = ""
+    id: str = ""
+    retry: int | None = None
+
+
+class SSEDecoder:
+    """Incremental decoder: ``feed(bytes) -> list[ServerSentEvent]``, then ``close()``."""
+
+    __slots__ = (
+        "_at_start",
+        "_buf",
+        "_data",
+        "_dispatch_at_eof",
+        "_event",
+        "_event_size",
+        "_has_data",
+        "_last_id",
+        "_max",
+        "_pending_cr",
+        "_retry",
+        "comments",
+    )
+
+    def __init__(
+        self,
+        max_event_size: int | None = DEFAULT_MAX_EVENT_SIZE,
+        *,
+        dispatch_at_eof: bool = True,
+    ) -> None:
+        self._max = max_event_size
+        self._dispatch_at_eof = dispatch_at_eof
+        self._buf = b""
+        self._at_start = True
+        self._pending_cr = False
+        self._event = ""
+        self._data: list[str] = []
+        self._has_data = False
+        self._event_size = 0
+        self._last_id = ""
+        self._retry: int | None = None
+        self.comments = 0
+
+    def feed(self, chunk: bytes) -> list[ServerSentEvent]:
+        """Decode the next chunk of the body; returns the events it completed."""
+        if self._at_start:
+            chunk = self._buf + chunk
+            self._buf = b""
+            if len(chunk) < 3 and _BOM.startswith(chunk):
+                self._buf = chunk  # could still be the start of a BOM
+                return []
+            self._at_start = False
+            if chunk.startswith(_BOM):
+                chunk = chunk[3:]
+        if self._pending_cr:
+            self._pending_cr = False
+            if chunk.startswith(b"\n"):
+                chunk = chunk[1:]  # the LF of a CRLF split across two chunks
+        buf = self._buf + chunk if self._buf else chunk
+        if b"\r" in buf:
+            if buf.endswith(b"\r"):
+                self._pending_cr = True  # its LF may come in the next chunk
+            buf = buf.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        lines = buf.split(b"\n")
+        self._buf = lines.pop()
+        if self._max is not None and self._event_size + len(self._buf) > self._max:
+            self._too_large()
+        out: list[ServerSentEvent] = []
+        for line in lines:
+            if line:
+                self._line(line)
+            elif self._has_data:
+                out.append(self._dispatch())
+            else:
+                self._reset_event()
+        return out
+
+    def close(self) -> list[ServerSentEvent]:
+        """End of stream: flush a last unterminated line (and event, if enabled)."""
+        out: list[ServerSentEvent] = []
+        if self._at_start and self._buf:
+            self._at_start = False
+            if self._buf.startswith(_BOM):
+                self._buf = self._buf[3:]
+        if self._buf:
+            self._line(self._buf)
+            self._buf = b""
+        if self._has_data and self._dispatch_at_eof:
+            out.append(self._dispatch())
+        self._reset_event()
+        return out
+
+    @property
+    def last_event_id(self) -> str:
+        """The last-event-ID buffer, as a reconnecting client would send it."""
+        return self._last_id
+
+    def _line(self, raw: bytes) -> None:
+        if raw[0] == 0x3A:  # ":" comment
+            self.comments += 1
+            return
+        if self._max is not None:
+            self._event_size += len(raw)
+            if self._event_size > self._max:
+                self._too_large()
+        line = raw.decode("utf-8", "replace")
+        name, colon, value = line.partition(":")
+        if colon and value.startswith(" "):
+            value = value[1:]
+        if name == "data":
+            self._data.append(value)
+            self._has_data = True
+        elif name == "event":
+            self._event = value
+        elif name == "id":
+            if "\0" not in value:
+                self._last_id = value
+        elif name == "retry":
+            if value.isascii() and value.isdigit():
+                self._retry = int(value)
+        # any other field name is ignored
+
+    def _dispatch(self) -> ServerSentEvent:
+        data = self._data[0] if len(self._data) == 1 else "\n".join(self._data)
+        sse = ServerSentEvent(self._event or "message", data, self._last_id, self._retry)
+        self._reset_event()
+        return sse
+
+    def _reset_event(self) -> None:
+        self._event = ""
+        self._data = []
+        self._has_data = False
+        self._event_size = 0
+
+    def _too_large(self) -> None:
+        raise EventTooLargeError(
+            f"A server-sent event exceeded {self._max} bytes, so the stream was "
+            "refused. If the server really sends events this large, raise the limit: "
+            "Client(max_event_size=...)."
+        )
