@@ -55,7 +55,9 @@ class Accumulator:
             case ReasoningDelta(text=text, choice=ci):
                 turn.choice(ci).add_reasoning(text)
                 self._delta(now)
-            case ToolCallDelta(index=index, id=id_, name=name, arguments=args, choice=ci):
+            case ToolCallDelta(
+                index=index, id=id_, name=name, arguments=args, choice=ci
+            ):
                 turn.choice(ci).add_tool_delta(index, id_, name, args)
                 self._delta(now)
             case RefusalDelta(text=text, choice=ci):

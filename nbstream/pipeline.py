@@ -55,6 +55,10 @@ class Pipeline:
         self._acc.finish(now)
         return out
 
+    def abort(self, now: float) -> None:
+        """The body did not end normally (stopped, failed): settle the turn as it is."""
+        self._acc.finish(now)
+
     def _events(self, sses: list[ServerSentEvent], now: float) -> list[Event]:
         if not sses:
             return []

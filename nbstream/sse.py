@@ -148,14 +148,15 @@ class SSEDecoder:
         elif name == "id":
             if "\0" not in value:
                 self._last_id = value
-        elif name == "retry":
-            if value.isascii() and value.isdigit():
-                self._retry = int(value)
+        elif name == "retry" and value.isascii() and value.isdigit():
+            self._retry = int(value)
         # any other field name is ignored
 
     def _dispatch(self) -> ServerSentEvent:
         data = self._data[0] if len(self._data) == 1 else "\n".join(self._data)
-        sse = ServerSentEvent(self._event or "message", data, self._last_id, self._retry)
+        sse = ServerSentEvent(
+            self._event or "message", data, self._last_id, self._retry
+        )
         self._reset_event()
         return sse
 

@@ -158,7 +158,9 @@ class Choice:
             self._refusal = TextBuffer()
         self._refusal.append(s)
 
-    def add_tool_delta(self, index: int, id: str | None, name: str | None, args: str) -> None:
+    def add_tool_delta(
+        self, index: int, id: str | None, name: str | None, args: str
+    ) -> None:
         call = self.tool_calls_by_index.get(index)
         if call is None:
             call = self.tool_calls_by_index[index] = ToolCall(index)
@@ -407,8 +409,12 @@ class Turn:
         blocks: list[dict[str, Any]] = []
         sig = ch.extra.get("reasoning_signature")
         if ch.reasoning and sig:
-            blocks.append({"type": "thinking", "thinking": ch.reasoning, "signature": sig})
-        blocks.extend(b for b in ch.extra.get("blocks", []) if b["type"] == "redacted_thinking")
+            blocks.append(
+                {"type": "thinking", "thinking": ch.reasoning, "signature": sig}
+            )
+        blocks.extend(
+            b for b in ch.extra.get("blocks", []) if b["type"] == "redacted_thinking"
+        )
         if text:
             blocks.append({"type": "text", "text": text})
         for c in calls:
@@ -459,7 +465,9 @@ class Turn:
     def to_row(self) -> dict[str, Any]:
         """A flat row for a DataFrame."""
         u, m = self.usage, self.metrics
-        prompt = self.request.messages[-1].get("content") if self.request.messages else None
+        prompt = (
+            self.request.messages[-1].get("content") if self.request.messages else None
+        )
         return {
             "turn_id": self.id,
             "created_at": self.created_at,
@@ -493,7 +501,9 @@ class Transcript:
     '{"format": "nbstream.transcri'
     """
 
-    def __init__(self, turns: list[Turn] | None = None, *, system: str | None = None) -> None:
+    def __init__(
+        self, turns: list[Turn] | None = None, *, system: str | None = None
+    ) -> None:
         self.turns: list[Turn] = list(turns or [])
         self.system = system
 
@@ -517,9 +527,13 @@ class Transcript:
         for t in self.turns:
             by[t.status] = by.get(t.status, 0) + 1
         summary = ", ".join(f"{n} {s}" for s, n in by.items())
-        return f"<Transcript {len(self.turns)} turns{': ' + summary if summary else ''}>"
+        return (
+            f"<Transcript {len(self.turns)} turns{': ' + summary if summary else ''}>"
+        )
 
-    def to_messages(self, api: Api = "openai", *, include_system: bool = True) -> list[dict[str, Any]]:
+    def to_messages(
+        self, api: Api = "openai", *, include_system: bool = True
+    ) -> list[dict[str, Any]]:
         """The history to send next, in ``api``'s format.
 
         Failed turns (``status == "error"``) are left out entirely, so a retried question
@@ -553,7 +567,9 @@ class Transcript:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Transcript:
         if d.get("format") != "nbstream.transcript":
-            raise ValueError("not an nbstream transcript (no 'format': 'nbstream.transcript')")
+            raise ValueError(
+                "not an nbstream transcript (no 'format': 'nbstream.transcript')"
+            )
         if d.get("version") != FORMAT_VERSION:
             raise ValueError(
                 f"transcript format version {d.get('version')!r} is not supported by this "

@@ -22,7 +22,14 @@ from ..events import (
 from ..sse import ServerSentEvent
 from . import split_system
 
-__all__ = ["PATH", "Parser", "build_body", "error_details", "headers", "normalize_usage"]
+__all__ = [
+    "PATH",
+    "Parser",
+    "build_body",
+    "error_details",
+    "headers",
+    "normalize_usage",
+]
 
 PATH = "/messages"
 API_VERSION = "2023-06-01"
@@ -39,7 +46,11 @@ def build_body(
     stream_options: bool = True,
 ) -> dict[str, Any]:
     sys_text, rest = split_system(messages, system)
-    body: dict[str, Any] = {"model": model, "messages": rest, "max_tokens": DEFAULT_MAX_TOKENS}
+    body: dict[str, Any] = {
+        "model": model,
+        "messages": rest,
+        "max_tokens": DEFAULT_MAX_TOKENS,
+    }
     if sys_text:
         body["system"] = sys_text
     body.update(params)
@@ -98,9 +109,15 @@ class Parser:
         try:
             obj = json.loads(sse.data)
         except ValueError:
-            return [StreamWarning(f"Skipped an event that is not JSON: {sse.data[:120]!r}")]
+            return [
+                StreamWarning(f"Skipped an event that is not JSON: {sse.data[:120]!r}")
+            ]
         if not isinstance(obj, dict):
-            return [StreamWarning(f"Skipped an event that is not a JSON object: {sse.data[:120]!r}")]
+            return [
+                StreamWarning(
+                    f"Skipped an event that is not a JSON object: {sse.data[:120]!r}"
+                )
+            ]
         kind = obj.get("type") or sse.event
         if kind == "content_block_delta":
             return self._delta(obj.get("index", 0), obj.get("delta") or {})

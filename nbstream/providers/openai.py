@@ -23,7 +23,14 @@ from ..events import (
 from ..sse import ServerSentEvent
 from . import split_system
 
-__all__ = ["PATH", "Parser", "build_body", "error_details", "headers", "normalize_usage"]
+__all__ = [
+    "PATH",
+    "Parser",
+    "build_body",
+    "error_details",
+    "headers",
+    "normalize_usage",
+]
 
 PATH = "/chat/completions"
 _DONE = Done()
@@ -81,7 +88,9 @@ def error_details(body: Any) -> tuple[str | None, str | None, str | None]:
     msg = err.get("message")
     meta = err.get("metadata")
     if isinstance(meta, dict) and isinstance(meta.get("raw"), str):
-        msg = f"{msg} ({meta['raw']})" if msg else meta["raw"]  # OpenRouter's upstream text
+        msg = (
+            f"{msg} ({meta['raw']})" if msg else meta["raw"]
+        )  # OpenRouter's upstream text
     code = err.get("code")
     return (
         str(msg) if msg is not None else None,
@@ -109,7 +118,11 @@ class Parser:
         except ValueError:
             return [StreamWarning(f"Skipped a chunk that is not JSON: {data[:120]!r}")]
         if not isinstance(obj, dict):
-            return [StreamWarning(f"Skipped a chunk that is not a JSON object: {data[:120]!r}")]
+            return [
+                StreamWarning(
+                    f"Skipped a chunk that is not a JSON object: {data[:120]!r}"
+                )
+            ]
         out: list[Event] = []
         err = obj.get("error")
         if err or sse.event == "error":
@@ -205,7 +218,9 @@ def _content_parts(parts: list[Any], ci: int, out: list[Event]) -> None:
                         out.append(ReasoningDelta(p["text"], ci))
 
 
-def _reasoning_details(details: list[Any], ci: int, out: list[Event], *, text: bool) -> None:
+def _reasoning_details(
+    details: list[Any], ci: int, out: list[Event], *, text: bool
+) -> None:
     """OpenRouter ``reasoning_details``: text (when no ``reasoning`` string carried it
     already), and signed or encrypted entries kept to send back."""
     for d in details:

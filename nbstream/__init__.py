@@ -1,0 +1,81 @@
+"""nbstream: stream LLM replies live into Jupyter, and keep every turn as data.
+
+>>> from nbstream import Client, Conversation, Transcript
+>>> client = Client(base_url="http://127.0.0.1:8000/v1", model="m")
+>>> conv = Conversation(client, system="You are terse.")
+>>> len(conv.transcript)
+0
+"""
+
+from __future__ import annotations
+
+from .client import AsyncStream, Client, Stream
+from .config import Timeouts
+from .conversation import Conversation
+from .errors import (
+    APIConnectionError,
+    APIError,
+    APIStatusError,
+    APITimeoutError,
+    ConfigurationError,
+    EventTooLargeError,
+    NbstreamError,
+    NotAStreamError,
+    ProviderStreamError,
+)
+from .events import (
+    Done,
+    ErrorEvent,
+    Event,
+    Finish,
+    Meta,
+    ReasoningDelta,
+    RefusalDelta,
+    StreamWarning,
+    TextDelta,
+    ToolCallDelta,
+    ToolCallEnd,
+    Usage,
+    UsageEvent,
+)
+from .transcript import Choice, ErrorInfo, Metrics, Request, ToolCall, Transcript, Turn
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "APIConnectionError",
+    "APIError",
+    "APIStatusError",
+    "APITimeoutError",
+    "AsyncStream",
+    "Choice",
+    "Client",
+    "ConfigurationError",
+    "Conversation",
+    "Done",
+    "ErrorEvent",
+    "ErrorInfo",
+    "Event",
+    "EventTooLargeError",
+    "Finish",
+    "Meta",
+    "Metrics",
+    "NbstreamError",
+    "NotAStreamError",
+    "ProviderStreamError",
+    "ReasoningDelta",
+    "RefusalDelta",
+    "Request",
+    "Stream",
+    "StreamWarning",
+    "TextDelta",
+    "Timeouts",
+    "ToolCall",
+    "ToolCallDelta",
+    "ToolCallEnd",
+    "Transcript",
+    "Turn",
+    "Usage",
+    "UsageEvent",
+    "__version__",
+]

@@ -1,0 +1,145 @@
+"""Where a client's settings come from: argument → ``NBSTREAM_*`` → provider variables
+→ built-in default. Reads the environment; does no other I/O.
+
+With nothing configured at all, nbstream talks to the local model server that
+``python -m nbstream.local`` starts (a real model, no key, no network).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import cast
+
+from .errors import ConfigurationError
+from .transcript import Api
+
+__all__ = ["LOCAL_BASE_URL", "LOCAL_MODEL", "Secret", "Settings", "Timeouts", "resolve"]
+
+LOCAL_PORT = 8910
+LOCAL_BASE_URL = f"http://127.0.0.1:{LOCAL_PORT}/v1"
+LOCAL_MODEL = "SmolLM2-135M-Instruct"
+OPENAI_BASE_URL = "https://api.openai.com/v1"
+ANTHROPIC_BASE_URL = "https://api.anthropic.com/v1"
+DEFAULT_MODELS: dict[Api, str] = {
+    "openai": "gpt-4o-mini",
+    "anthropic": "claude-sonnet-4-5",
+}
+
+
+class Secret:
+    """Holds an API key; its repr and str never show it."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def get(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+    def __reduce__(self) -> str | tuple[object, ...]:
+        raise TypeError("an API key is not picklable")
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    """Seconds to wait: to connect, for the first byte of the reply, and between two
+    pieces of it. ``None`` waits forever."""
+
+    connect: float | None = 10.0
+    first_byte: float | None = 120.0
+    idle: float | None = 60.0
+
+    @classmethod
+    def of(cls, value: float | Timeouts | None) -> Timeouts:
+        if value is None:
+            return cls()
+        if isinstance(value, Timeouts):
+            return value
+        return cls(float(value), float(value), float(value))
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    base_url: str
+    model: str
+    api: Api
+    api_key: Secret | None
+    source: str  # where base_url came from, to say so in errors
+
+
+def _check_api(api: str, where: str) -> Api:
+    if api not in ("openai", "anthropic"):
+        raise ConfigurationError(
+            f"{where}: api={api!r} is not known. Use api='openai' (any OpenAI-compatible "
+            "/v1/chat/completions server) or api='anthropic' (/v1/messages)."
+        )
+    return cast(Api, api)
+
+
+def resolve(
+    base_url: str | None = None,
+    model: str | None = None,
+    api: str | None = None,
+    api_key: str | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Settings:
+    """Settle every setting; ``None`` means "use the configured default"."""
+    env = os.environ if env is None else env
+    e = {k: v for k, v in env.items() if v}  # an empty variable counts as unset
+
+    if api is not None:
+        the_api = _check_api(api, "Client")
+    elif "NBSTREAM_API" in e:
+        the_api = _check_api(e["NBSTREAM_API"].strip().lower(), "NBSTREAM_API")
+    elif (
+        "ANTHROPIC_API_KEY" in e
+        and "OPENAI_API_KEY" not in e
+        and "NBSTREAM_BASE_URL" not in e
+        and "OPENAI_BASE_URL" not in e
+        and base_url is None
+    ):
+        the_api = "anthropic"
+    else:
+        the_api = "openai"
+
+    provider_key = "ANTHROPIC_API_KEY" if the_api == "anthropic" else "OPENAI_API_KEY"
+    key = api_key or e.get("NBSTREAM_API_KEY") or e.get(provider_key)
+
+    if base_url is not None:
+        url, source = base_url, "the base_url argument"
+    elif "NBSTREAM_BASE_URL" in e:
+        url, source = e["NBSTREAM_BASE_URL"], "NBSTREAM_BASE_URL"
+    elif the_api == "openai" and "OPENAI_BASE_URL" in e:
+        url, source = e["OPENAI_BASE_URL"], "OPENAI_BASE_URL"
+    elif the_api == "anthropic" and "ANTHROPIC_BASE_URL" in e:
+        url, source = e["ANTHROPIC_BASE_URL"], "ANTHROPIC_BASE_URL"
+    elif the_api == "anthropic":
+        url, source = ANTHROPIC_BASE_URL, "the Anthropic default"
+    elif key:
+        url, source = OPENAI_BASE_URL, "the OpenAI default (an API key is set)"
+    else:
+        url, source = LOCAL_BASE_URL, "the local-model default (nothing is configured)"
+    if not url.startswith(("http://", "https://")):
+        raise ConfigurationError(
+            f"base URL {url!r} (from {source}) must start with http:// or https://, "
+            "e.g. 'http://127.0.0.1:8000/v1'."
+        )
+    url = url.rstrip("/")
+
+    if model is not None:
+        the_model = model
+    elif "NBSTREAM_MODEL" in e:
+        the_model = e["NBSTREAM_MODEL"]
+    elif url == LOCAL_BASE_URL:
+        the_model = LOCAL_MODEL
+    else:
+        the_model = DEFAULT_MODELS[the_api]
+    return Settings(url, the_model, the_api, Secret(key) if key else None, source)

@@ -1,0 +1,80 @@
+"""A conversation: a system prompt, a client, and the transcript of every turn.
+
+Each new message is sent with the history (``transcript.to_messages``); the turn joins
+the transcript as soon as it starts, so the transcript is live while a reply streams,
+and it stays there whether the turn finishes, is stopped or fails.
+
+>>> from nbstream import Client
+>>> conv = Conversation(Client(base_url="http://127.0.0.1:8000/v1"), system="Be terse.")
+>>> turn = conv.send("Hello")  # doctest: +SKIP
+>>> conv.transcript.to_messages()[-1]["role"]  # doctest: +SKIP
+'assistant'
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .client import AsyncStream, Client, Messages, Stream
+from .transcript import Transcript, Turn
+
+__all__ = ["Conversation"]
+
+
+class Conversation:
+    """Sends each message with the history so far; keeps every turn."""
+
+    def __init__(
+        self,
+        client: Client | None = None,
+        *,
+        system: str | None = None,
+        transcript: Transcript | None = None,
+        **params: Any,
+    ) -> None:
+        self.client = client if client is not None else Client()
+        self.transcript = transcript if transcript is not None else Transcript()
+        if system is not None:
+            self.transcript.system = system
+        self.params = params
+
+    @property
+    def system(self) -> str | None:
+        return self.transcript.system
+
+    @system.setter
+    def system(self, value: str | None) -> None:
+        self.transcript.system = value
+
+    def __repr__(self) -> str:
+        return f"<Conversation {self.client!r} {self.transcript!r}>"
+
+    def _prepare(self, message: Messages, params: dict[str, Any]) -> tuple[Any, Turn]:
+        api = self.client.api
+        history = self.transcript.to_messages(api, include_system=False)
+        model = params.pop("model", None)
+        job, turn = self.client._history_job(
+            history, message, self.transcript.system, model, {**self.params, **params}
+        )
+        self.transcript.append(turn)
+        return job, turn
+
+    def stream(self, message: Messages, **params: Any) -> Stream:
+        """Send ``message`` with the history; iterate the stream for events."""
+        return Stream(self.client, *self._prepare(message, params))
+
+    def astream(self, message: Messages, **params: Any) -> AsyncStream:
+        """Async twin of ``stream``."""
+        return AsyncStream(self.client, *self._prepare(message, params))
+
+    def send(self, message: Messages, **params: Any) -> Turn:
+        """Send and wait for the whole reply; raises if it failed (the turn is kept)."""
+        return self.stream(message, **params).wait()
+
+    async def asend(self, message: Messages, **params: Any) -> Turn:
+        """Async twin of ``send``."""
+        s = self.astream(message, **params)
+        try:
+            return await s.wait()
+        finally:
+            await s.aclose()

@@ -1,0 +1,43 @@
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.loopback import LoopbackServer
+
+# The team's shared fixtures sit beside the repository (../shared/fixtures).
+FIXTURES = Path(
+    os.environ.get("NBSTREAM_FIXTURES", Path(__file__).resolve().parents[2] / "shared" / "fixtures")
+)
+STREAMS = FIXTURES / "streams"
+
+
+def expected() -> dict[str, Any]:
+    return json.loads((FIXTURES / "EXPECTED.json").read_text())
+
+
+def stream_names() -> list[str]:
+    return sorted(p.name for p in STREAMS.glob("*.sse"))
+
+
+def api_of(name: str) -> str:
+    return "anthropic" if expected()[name]["kind"] == "anthropic" else "openai"
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests never see the developer's own keys or endpoints."""
+    for var in list(os.environ):
+        if var.startswith(("NBSTREAM_", "OPENAI_", "ANTHROPIC_")) and var != "NBSTREAM_FIXTURES":
+            monkeypatch.delenv(var)
+
+
+@pytest.fixture
+def server() -> Iterator[LoopbackServer]:
+    with LoopbackServer() as srv:
+        yield srv
