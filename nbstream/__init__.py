@@ -9,6 +9,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from .client import AsyncStream, Client, Stream
 from .config import Timeouts
 from .conversation import Conversation
@@ -38,9 +40,24 @@ from .events import (
     Usage,
     UsageEvent,
 )
+from .registry import conversation, conversations, new_conversation
 from .transcript import Choice, ErrorInfo, Metrics, Request, ToolCall, Transcript, Turn
 
 __version__ = "0.1.0"
+
+
+def load_ipython_extension(ip: Any) -> None:
+    """``%load_ext nbstream``: registers ``%%chat`` and ``%chat``."""
+    from .magics import load_ipython_extension as load
+
+    load(ip)
+
+
+def unload_ipython_extension(ip: Any) -> None:
+    from .magics import unload_ipython_extension as unload
+
+    unload(ip)
+
 
 __all__ = [
     "APIConnectionError",
@@ -78,4 +95,9 @@ __all__ = [
     "Usage",
     "UsageEvent",
     "__version__",
+    "conversation",
+    "conversations",
+    "load_ipython_extension",
+    "new_conversation",
+    "unload_ipython_extension",
 ]

@@ -32,11 +32,22 @@ class Conversation:
         transcript: Transcript | None = None,
         **params: Any,
     ) -> None:
-        self.client = client if client is not None else Client()
+        self._client = client
         self.transcript = transcript if transcript is not None else Transcript()
         if system is not None:
             self.transcript.system = system
         self.params = params
+
+    @property
+    def client(self) -> Client:
+        """The client it sends with; ``Client()`` from the environment if none was given."""
+        if self._client is None:
+            self._client = Client()
+        return self._client
+
+    @client.setter
+    def client(self, value: Client) -> None:
+        self._client = value
 
     @property
     def system(self) -> str | None:
@@ -47,7 +58,7 @@ class Conversation:
         self.transcript.system = value
 
     def __repr__(self) -> str:
-        return f"<Conversation {self.client!r} {self.transcript!r}>"
+        return f"<Conversation {self._client!r} {self.transcript!r}>"
 
     def _prepare(self, message: Messages, params: dict[str, Any]) -> tuple[Any, Turn]:
         api = self.client.api

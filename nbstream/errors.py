@@ -45,6 +45,10 @@ class NbstreamError(Exception):
         self.message = message
         self.turn = turn
 
+    def _render_traceback_(self) -> list[str]:
+        """IPython shows this instead of a traceback: the message is the whole story."""
+        return [f"{type(self).__name__}: {self.message}"]
+
 
 class ConfigurationError(NbstreamError, ValueError):
     """A setting or argument is wrong; the message says which and how to fix it."""

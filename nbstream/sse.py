@@ -48,6 +48,7 @@ class SSEDecoder:
         "_event",
         "_event_size",
         "_has_data",
+        "_id_buffer",
         "_last_id",
         "_max",
         "_pending_cr",
@@ -70,7 +71,8 @@ class SSEDecoder:
         self._data: list[str] = []
         self._has_data = False
         self._event_size = 0
-        self._last_id = ""
+        self._id_buffer = ""  # set by an ``id`` line
+        self._last_id = ""  # the buffer as of the last blank line (WHATWG)
         self._retry: int | None = None
         self.comments = 0
 
@@ -85,7 +87,7 @@ class SSEDecoder:
             self._at_start = False
             if chunk.startswith(_BOM):
                 chunk = chunk[3:]
-        if self._pending_cr:
+        if self._pending_cr and chunk:
             self._pending_cr = False
             if chunk.startswith(b"\n"):
                 chunk = chunk[1:]  # the LF of a CRLF split across two chunks
@@ -105,6 +107,7 @@ class SSEDecoder:
             elif self._has_data:
                 out.append(self._dispatch())
             else:
+                self._last_id = self._id_buffer
                 self._reset_event()
         return out
 
@@ -147,13 +150,14 @@ class SSEDecoder:
             self._event = value
         elif name == "id":
             if "\0" not in value:
-                self._last_id = value
+                self._id_buffer = value
         elif name == "retry" and value.isascii() and value.isdigit():
             self._retry = int(value)
         # any other field name is ignored
 
     def _dispatch(self) -> ServerSentEvent:
         data = self._data[0] if len(self._data) == 1 else "\n".join(self._data)
+        self._last_id = self._id_buffer
         sse = ServerSentEvent(
             self._event or "message", data, self._last_id, self._retry
         )

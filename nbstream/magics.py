@@ -1,0 +1,636 @@
+"""``%%chat`` and ``%chat``: ask a model from a notebook cell and watch the reply stream.
+
+How a cell runs, by where it runs:
+
+- **Jupyter, interactive** (JupyterLab, Notebook; the kernel runs the cell with
+  ``allow_stdin=True``): an input transformer turns the ``%%chat`` cell into
+  ``await nbstream.magics.run_chat(line, body)``, so the cell stays busy while the reply
+  streams (Run All keeps its order) and the kernel still handles the Stop button. The
+  reply streams into a ``ReplyView`` widget (deltas only, coalesced to 20 Hz); when it
+  ends, the output is replaced by plain Markdown, which a saved notebook, nbconvert and
+  GitHub show without a kernel.
+- **Jupyter, batch** (nbclient, nbval, papermill: ``allow_stdin=False``): no widget, one
+  final deterministic output (no timings in it).
+- **Terminal IPython**: the reply streams to stdout; Ctrl-C stops it.
+- ``--background``: the cell returns at once; the reply streams into its own output while
+  other cells run. Stop it with its Stop button or ``%chat stop``.
+
+Stop, the kernel's interrupt and ``%chat stop`` end a stream the same way: the HTTP
+connection closes and the turn is ``cancelled``, its partial reply kept.
+
+Configuration, lowest to highest: built-in default → environment (``NBSTREAM_*``,
+``OPENAI_*``, ``ANTHROPIC_API_KEY``) → ``%config ChatMagics.<name> = …`` → cell option.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shlex
+import string
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from IPython.core.error import UsageError
+from IPython.core.interactiveshell import InteractiveShell
+from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
+from IPython.core.magic_arguments import argument, magic_arguments
+from IPython.display import display
+from traitlets import Bool, Float, Int, Unicode
+
+from . import registry
+from .client import AsyncStream, Client, Stream
+from .config import Timeouts, resolve
+from .conversation import Conversation
+from .errors import ConfigurationError, NbstreamError
+from .events import Event, ReasoningDelta, TextDelta
+from .render import final_bundle, readout_text
+from .render import readout as readout_of
+from .transcript import Turn
+
+__all__ = [
+    "ChatMagics",
+    "load_ipython_extension",
+    "run_chat",
+    "unload_ipython_extension",
+]
+
+Mode = Literal["interactive", "batch", "terminal"]
+FRAME_S = 0.05  # coalesce widget updates to at most 20 per second
+READOUT_S = 0.25  # the live readout needs no more than 4 updates per second
+
+
+@dataclass
+class _Options:
+    model: str | None
+    api: str | None
+    base_url: str | None
+    system: str | None
+    temperature: float | None
+    max_tokens: int | None
+    timeout: float | None
+    conversation: str | None
+    output: str | None
+    interpolate: bool
+    new: bool
+    background: bool
+
+
+@magics_class
+class ChatMagics(Magics):
+    """The ``%%chat`` cell magic and ``%chat`` line magic. Configure with
+    ``%config ChatMagics.model = "gpt-4o-mini"`` and the like."""
+
+    model = Unicode(
+        None,
+        allow_none=True,
+        help="Model name (default: NBSTREAM_MODEL, or the server's default).",
+    ).tag(config=True)
+    api = Unicode(
+        None,
+        allow_none=True,
+        help="'openai' or 'anthropic' (default: NBSTREAM_API, or guessed from the keys set).",
+    ).tag(config=True)
+    base_url = Unicode(
+        None,
+        allow_none=True,
+        help="Server base URL, e.g. http://127.0.0.1:8000/v1 (default: NBSTREAM_BASE_URL / OPENAI_BASE_URL, or the local model).",
+    ).tag(config=True)
+    system = Unicode(
+        None, allow_none=True, help="System prompt for new conversations."
+    ).tag(config=True)
+    temperature = Float(
+        None, allow_none=True, help="Sampling temperature (default: the server's)."
+    ).tag(config=True)
+    max_tokens = Int(
+        None,
+        allow_none=True,
+        help="Maximum tokens of a reply (default: the server's; 4096 for Anthropic).",
+    ).tag(config=True)
+    timeout = Float(
+        None,
+        allow_none=True,
+        help="Seconds to wait for the first byte and between pieces of a reply (default: 120 and 60).",
+    ).tag(config=True)
+    background = Bool(False, help="Return at once and stream in the background.").tag(
+        config=True
+    )
+
+    def __init__(self, shell: InteractiveShell | None = None, **kw: Any) -> None:
+        super().__init__(shell=shell, **kw)
+        self._clients: dict[tuple[Any, ...], Client] = {}
+        self.running: set[AsyncStream | Stream] = set()
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    # -- the magics -----------------------------------------------------------------
+    @magic_arguments()
+    @argument("-m", "--model", help="Model name.")
+    @argument(
+        "-a", "--api", help="'openai' (chat completions) or 'anthropic' (messages)."
+    )
+    @argument("-u", "--base-url", dest="base_url", help="Server base URL (…/v1).")
+    @argument("-s", "--system", help="System prompt (kept for the conversation).")
+    @argument("-t", "--temperature", type=float, help="Sampling temperature.")
+    @argument("--max-tokens", dest="max_tokens", type=int, help="Maximum reply tokens.")
+    @argument("--timeout", type=float, help="First-byte and idle timeout in seconds.")
+    @argument(
+        "-c", "--conversation", help="Name of the conversation (default: 'default')."
+    )
+    @argument("-o", "--output", help="Store the Turn in this variable.")
+    @argument(
+        "-i",
+        "--interpolate",
+        action="store_true",
+        help="Fill {name} from the notebook's variables.",
+    )
+    @argument("--new", action="store_true", help="Start a fresh conversation.")
+    @argument(
+        "-b",
+        "--background",
+        action="store_true",
+        help="Return at once; stream in the background.",
+    )
+    @cell_magic
+    def chat(self, line: str, cell: str) -> None:
+        """Send the cell to the model; the reply streams into the output.
+
+        Usage: ``%%chat [-m MODEL] [-s SYSTEM] [-c NAME] [-o VAR] [-i] [--new] …``
+        """
+        request = self.prepare(line, cell)
+        mode = self.mode()
+        # Reached without the input transformer (terminal IPython, or run_cell_magic in
+        # a kernel, whose loop is busy with this very call): stream synchronously.
+        self._run_sync(request, "sync-kernel" if mode == "interactive" else mode)
+
+    @magic_arguments()
+    @argument(
+        "action",
+        nargs="?",
+        default="help",
+        help="history | clear | config | stop | list | help",
+    )
+    @argument(
+        "name", nargs="?", default=None, help="Conversation name (history, clear)."
+    )
+    @line_magic("chat")  # type: ignore[arg-type]  # IPython types the name oddly
+    def chat_line(self, line: str) -> None:
+        """``%chat history [NAME]`` · ``%chat clear [NAME]`` · ``%chat config`` ·
+        ``%chat stop`` · ``%chat list``"""
+        args = _parse(self.chat_line, line)
+        action = args.action
+        if action == "history":
+            conv = registry.conversation(args.name)
+            display(
+                {
+                    "text/markdown": _history_markdown(conv),
+                    "text/plain": _history_text(conv),
+                },
+                raw=True,
+            )
+        elif action == "clear":
+            registry.conversation(args.name).transcript.clear()
+            print(f"Cleared conversation {args.name or registry.DEFAULT!r}.")
+        elif action == "config":
+            print(self.config_text())
+        elif action == "stop":
+            n = self.stop_all()
+            print(f"Stopped {n} running {'reply' if n == 1 else 'replies'}.")
+        elif action == "list":
+            for name, conv in registry.conversations().items():
+                print(f"{name}: {conv.transcript!r}")
+        elif action == "help":
+            print(_HELP)
+        else:
+            raise UsageError(f"%chat {action!r} is not an action. {_HELP}")
+
+    # -- preparing a request ------------------------------------------------------------
+    def options(self, line: str) -> _Options:
+        args = _parse(self.chat, line)
+        opts = _Options(**{f: getattr(args, f) for f in _Options.__dataclass_fields__})
+        if opts.temperature is not None and not 0 <= opts.temperature <= 2:
+            raise UsageError(
+                f"-t/--temperature {opts.temperature} is out of range: use a value from 0 to 2."
+            )
+        if opts.max_tokens is not None and opts.max_tokens < 1:
+            raise UsageError(
+                f"--max-tokens {opts.max_tokens} must be a positive whole number, e.g. --max-tokens 256."
+            )
+        if opts.timeout is not None and opts.timeout <= 0:
+            raise UsageError(
+                f"--timeout {opts.timeout} must be a positive number of seconds, e.g. --timeout 30."
+            )
+        if opts.output is not None and not opts.output.isidentifier():
+            raise UsageError(
+                f"-o {opts.output!r} is not a valid variable name: use letters, digits and _, e.g. -o reply."
+            )
+        return opts
+
+    def prepare(self, line: str, cell: str) -> _Request:
+        opts = self.options(line)
+        body = cell.strip()
+        if not body:
+            raise UsageError(
+                "The %%chat cell is empty: write your message on the lines below %%chat."
+            )
+        if opts.interpolate:
+            body = self._interpolate(body)
+        client = self.client_for(opts)
+        name = opts.conversation or registry.DEFAULT
+        if opts.new:
+            conv = registry.new_conversation(name, system=self.system)
+        else:
+            conv = registry.conversation(name)
+            if conv.system is None and not conv.transcript and self.system:
+                conv.system = self.system
+        if opts.system is not None:
+            conv.system = opts.system
+        conv.client = client
+        params: dict[str, Any] = {}
+        temperature = (
+            opts.temperature if opts.temperature is not None else self.temperature
+        )
+        if temperature is not None:
+            params["temperature"] = temperature
+        max_tokens = opts.max_tokens if opts.max_tokens is not None else self.max_tokens
+        if max_tokens is not None:
+            params["max_tokens"] = max_tokens
+        background = opts.background or self.background
+        return _Request(conv, body, params, opts.output, background)
+
+    def client_for(self, opts: _Options) -> Client:
+        base_url = opts.base_url or self.base_url
+        model = opts.model or self.model
+        api = opts.api or self.api
+        timeout = opts.timeout if opts.timeout is not None else self.timeout
+        key = (base_url, model, api, timeout)
+        client = self._clients.get(key)
+        if client is None:
+            try:
+                client = Client(
+                    base_url=base_url,
+                    model=model,
+                    api=api,
+                    timeout=Timeouts(first_byte=timeout, idle=timeout)
+                    if timeout
+                    else None,
+                )
+            except ConfigurationError as exc:
+                raise UsageError(str(exc)) from None
+            self._clients[key] = client
+        return client
+
+    def _interpolate(self, body: str) -> str:
+        ns = self.shell.user_ns if self.shell is not None else {}
+        try:
+            return string.Formatter().vformat(body, (), _Namespace(ns))
+        except KeyError as exc:
+            raise UsageError(
+                f"-i: {{{exc.args[0]}}} is not a variable in the notebook. Define it, or "
+                "drop -i to send the braces as they are."
+            ) from None
+        except (ValueError, IndexError, AttributeError) as exc:
+            raise UsageError(
+                f"-i: the message has braces that are not a {{name}} ({exc}). Double them "
+                "({{ and }}) to send them as they are, or drop -i."
+            ) from None
+
+    def mode(self) -> Mode:
+        kernel = getattr(self.shell, "kernel", None)
+        if kernel is None:
+            return "terminal"
+        return "interactive" if getattr(kernel, "_allow_stdin", False) else "batch"
+
+    # -- running ----------------------------------------------------------------------
+    async def run(self, line: str, cell: str) -> None:
+        request = self.prepare(line, cell)
+        mode = self.mode()
+        if mode == "terminal":
+            self._run_sync(request, mode)
+            return
+        if request.background and mode == "interactive":
+            self._start_background(request)
+            return
+        await self._run_async(request, mode)
+
+    def _start_background(self, request: _Request) -> None:
+        stream = request.conv.astream(request.message, **request.params)
+        view = _LiveOutput(stream)
+
+        async def go() -> None:
+            # an error or a stop shows in the cell's output, and stays in the transcript
+            with contextlib.suppress(NbstreamError, asyncio.CancelledError):
+                await self._consume(stream, view, request)
+
+        task = asyncio.get_running_loop().create_task(go())
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _run_async(self, request: _Request, mode: Mode) -> None:
+        stream = request.conv.astream(request.message, **request.params)
+        view = _LiveOutput(stream) if mode == "interactive" else None
+        ticker = asyncio.get_running_loop().create_task(_keep_loop_awake())
+        try:
+            await self._consume(stream, view, request)
+        except asyncio.CancelledError:
+            # The kernel's interrupt button: the reply is stopped and kept; say so.
+            raise KeyboardInterrupt(
+                "the reply was stopped; its partial text is kept"
+            ) from None
+        finally:
+            ticker.cancel()
+
+    async def _consume(
+        self, stream: AsyncStream, view: _LiveOutput | None, request: _Request
+    ) -> None:
+        self.running.add(stream)
+        try:
+            async with stream:
+                async for ev in stream:
+                    if view is not None:
+                        view.add(ev)
+        finally:
+            self.running.discard(stream)
+            self._finish(stream.turn, view, request)
+
+    def _run_sync(self, request: _Request, mode: str) -> None:
+        stream = request.conv.stream(request.message, **request.params)
+        live = mode == "sync-kernel"
+        view = _LiveOutput(stream) if live else None
+        self.running.add(stream)
+        interrupted = False
+        try:
+            with stream:
+                for ev in stream:
+                    if view is not None:
+                        view.add(ev)
+                    elif (
+                        mode == "terminal"
+                        and isinstance(ev, TextDelta)
+                        and ev.choice == 0
+                    ):
+                        sys.stdout.write(ev.text)
+                        sys.stdout.flush()
+        except KeyboardInterrupt:
+            interrupted = True
+            raise
+        finally:
+            self.running.discard(stream)
+            if mode == "terminal":
+                turn = stream.turn
+                if interrupted or turn.status == "cancelled":
+                    sys.stdout.write("\n[stopped: the partial reply is kept]")
+                sys.stdout.write(f"\n[{readout_text(readout_of(turn))}]\n")
+                sys.stdout.flush()
+                self._store(request, turn)
+            else:
+                self._finish(stream.turn, view, request)
+
+    def _finish(self, turn: Turn, view: _LiveOutput | None, request: _Request) -> None:
+        self._store(request, turn)
+        if view is not None:
+            view.finish(turn)
+        else:
+            display(_batch_bundle(turn), raw=True)
+
+    def _store(self, request: _Request, turn: Turn) -> None:
+        if request.output and self.shell is not None:
+            self.shell.user_ns[request.output] = turn
+
+    def stop_all(self) -> int:
+        running = list(self.running)
+        for s in running:
+            s.cancel()
+        return len(running)
+
+    def config_text(self) -> str:
+        opts = _Options(
+            None, None, None, None, None, None, None, None, None, False, False, False
+        )
+        try:
+            client = self.client_for(opts)
+        except UsageError as exc:
+            return f"The configuration is not usable: {exc}"
+        s = client.settings
+        env = resolve()
+        key_where = "set" if s.api_key else "not set (fine for local servers)"
+        lines = [
+            "nbstream %%chat configuration (cell options override these):",
+            f"  api       {s.api}",
+            f"  base_url  {s.base_url}   (from {s.source if self.base_url is None else '%config ChatMagics.base_url'})",
+            f"  model     {s.model}",
+            f"  api key   {key_where}",
+            f"  system    {self.system!r}",
+            f"  temperature {self.temperature}, max_tokens {self.max_tokens}, timeout {self.timeout}, background {self.background}",
+        ]
+        if env.base_url != s.base_url:
+            lines.append(f"  (the environment alone would give {env.base_url})")
+        return "\n".join(lines)
+
+
+@dataclass
+class _Request:
+    conv: Conversation
+    message: str
+    params: dict[str, Any]
+    output: str | None
+    background: bool
+
+
+class _Namespace(dict[str, Any]):
+    """The user namespace for ``str.format``: missing names raise KeyError."""
+
+    def __init__(self, ns: Mapping[str, Any]) -> None:
+        super().__init__()
+        self._ns = ns
+
+    def __missing__(self, key: str) -> Any:
+        if key in self._ns:
+            return self._ns[key]
+        raise KeyError(key)
+
+
+class _LiveOutput:
+    """The cell's output while a reply streams: a ReplyView fed coalesced deltas, then
+    replaced by plain Markdown when the turn ends."""
+
+    def __init__(self, stream: AsyncStream | Stream) -> None:
+        from .view import ReplyView  # the widget stack loads only when needed
+
+        self.turn = stream.turn
+        self.view = ReplyView(on_stop=stream.cancel)
+        self.handle = display(self.view, display_id=True)
+        self._text: list[str] = []
+        self._reasoning: list[str] = []
+        self._last = 0.0
+        self._last_readout = 0.0
+        self._timer: asyncio.TimerHandle | None = None
+        self._loop = _running_loop()
+
+    def add(self, ev: Event) -> None:
+        if isinstance(ev, TextDelta) and ev.choice == 0:
+            self._text.append(ev.text)
+        elif isinstance(ev, ReasoningDelta) and ev.choice == 0:
+            self._reasoning.append(ev.text)
+        else:
+            return
+        now = _now()
+        if now - self._last >= FRAME_S:
+            self.flush()
+        elif self._timer is None and self._loop is not None:
+            self._timer = self._loop.call_later(self._last + FRAME_S - now, self.flush)
+
+    def flush(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if not self._text and not self._reasoning:
+            return
+        now = _now()
+        with_readout = now - self._last_readout >= READOUT_S
+        if with_readout:
+            self._last_readout = now
+        self.view.push(
+            "".join(self._text),
+            "".join(self._reasoning),
+            self.turn if with_readout else None,
+        )
+        self._text.clear()
+        self._reasoning.clear()
+        self._last = now
+
+    def finish(self, turn: Turn) -> None:
+        self.flush()
+        self.view.finish(turn)
+        if self.handle is not None:
+            self.handle.update(final_bundle(turn), raw=True)
+        self.view.close()
+
+
+def _batch_bundle(turn: Turn) -> dict[str, str]:
+    """A deterministic final output: no timings (they differ run to run)."""
+    bundle = final_bundle(turn, show_readout=False)
+    r = readout_of(turn)
+    line = readout_text(
+        {
+            k: r[k]
+            for k in (
+                "status",
+                "input_tokens",
+                "output_tokens",
+                "estimated",
+                "finish_reason",
+            )
+        }
+    )
+    bundle["text/markdown"] += f"\n\n<sub>{line}</sub>"
+    bundle["text/plain"] += f"\n\n[{line}]"
+    return bundle
+
+
+def _history_markdown(conv: Conversation) -> str:
+    parts = []
+    for turn in conv.transcript:
+        for m in turn.request.messages:
+            parts.append(f"**{m.get('role', 'user')}:** {m.get('content')}")
+        parts.append(f"**assistant** *({turn.status})*: {turn.text or ''}")
+    return "\n\n".join(parts) or "*(no turns yet)*"
+
+
+def _history_text(conv: Conversation) -> str:
+    lines = []
+    for turn in conv.transcript:
+        for m in turn.request.messages:
+            lines.append(f"{m.get('role', 'user')}: {m.get('content')}")
+        lines.append(f"assistant ({turn.status}): {turn.text}")
+    return "\n".join(lines) or "(no turns yet)"
+
+
+def _parse(magic: Any, line: str) -> Any:
+    """Parse options like a shell does (both quote styles), raising UsageError."""
+    try:
+        words = shlex.split(line)
+    except ValueError as exc:
+        raise UsageError(f"Could not read the options {line!r}: {exc}. Check the quotes.") from None
+    return magic.parser.parse_args(words)
+
+
+async def _keep_loop_awake() -> None:
+    """Tick the kernel's loop at 10 Hz while a cell awaits a reply.
+
+    ipykernel 7.4 turns the interrupt button into a cancellation of the running cell, but
+    schedules it without waking the event loop, so while a stream is quiet (a slow first
+    token, a stall) the interrupt would wait for the next network event, or land on the
+    next cell. Measured: without the tick, 2 interrupts in 4 did nothing for 6 s; with it,
+    all landed within 0.35 s.
+    """
+    while True:
+        await asyncio.sleep(0.1)
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+def _now() -> float:
+    import time
+
+    return time.monotonic()
+
+
+_HELP = """\
+%%chat [options]      send the cell to the model; the reply streams into the output
+  -m MODEL  -a openai|anthropic  -u BASE_URL  -s SYSTEM  -t TEMPERATURE  --max-tokens N
+  --timeout SECONDS  -c NAME (conversation)  -o VAR (store the Turn)  -i (fill {name})
+  --new (fresh conversation)  -b/--background
+%chat history [NAME] | clear [NAME] | config | stop | list | help
+nbstream.conversation(NAME).transcript holds every turn (to_pandas(), save(), …)."""
+
+
+# -- the extension --------------------------------------------------------------------
+
+_magics: ChatMagics | None = None
+
+
+async def run_chat(line: str, cell: str) -> None:
+    """What a ``%%chat`` cell becomes in a Jupyter kernel (see the module docstring)."""
+    if _magics is None:
+        raise UsageError("nbstream is not loaded: run %load_ext nbstream first.")
+    await _magics.run(line, cell)
+
+
+def _transform(lines: list[str]) -> list[str]:
+    if not lines:
+        return lines
+    first = lines[0]
+    if not first.startswith("%%chat") or first[6:7] not in ("", " ", "\t", "\n", "\r"):
+        return lines
+    line = first[6:].strip()
+    body = "".join(lines[1:])
+    return [
+        f"await __import__('nbstream.magics').magics.run_chat({line!r}, {body!r})\n"
+    ]
+
+
+def load_ipython_extension(ip: InteractiveShell) -> None:
+    global _magics
+    _magics = ChatMagics(shell=ip)
+    ip.register_magics(_magics)
+    if (
+        getattr(ip, "kernel", None) is not None
+        and _transform not in ip.input_transformers_cleanup
+    ):
+        ip.input_transformers_cleanup.append(_transform)
+
+
+def unload_ipython_extension(ip: InteractiveShell) -> None:
+    global _magics
+    if _transform in ip.input_transformers_cleanup:
+        ip.input_transformers_cleanup.remove(_transform)
+    if _magics is not None:
+        _magics.stop_all()
+    _magics = None

@@ -1,0 +1,105 @@
+"""The live view of one streaming reply: an anywidget that receives only deltas.
+
+Traits hold what a new or reloaded view needs (status, final text, error, readout);
+while streaming, text travels as numbered delta messages, coalesced by the caller, so
+kernel→browser traffic stays linear in the reply's length. A view that starts late or
+misses a delta asks for a snapshot.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import anywidget
+import traitlets
+
+from .render import readout
+from .transcript import Turn
+
+__all__ = ["ReplyView", "static_asset"]
+
+
+def static_asset(name: str) -> Path:
+    path = Path(str(resources.files("nbstream"))) / "static" / name
+    if not path.exists():
+        raise FileNotFoundError(
+            f"nbstream's widget front end ({path}) is missing: this is a source checkout "
+            "whose JavaScript was not built. Reinstall with `pip install .` (it builds "
+            "it), or run `npm install && npm run build` in js/."
+        )
+    return path
+
+
+class ReplyView(anywidget.AnyWidget):
+    """One reply, live. ``push()`` sends a delta; ``finish(turn)`` settles the view."""
+
+    _esm = static_asset("reply.js")
+    _css = static_asset("reply.css")
+
+    status = traitlets.Unicode("streaming", help="The turn's status.").tag(sync=True)
+    text = traitlets.Unicode("", help="The final text (set when the turn ends).").tag(
+        sync=True
+    )
+    reasoning = traitlets.Unicode("", help="The final reasoning text.").tag(sync=True)
+    error = traitlets.Unicode("", help="The error message, if the turn failed.").tag(
+        sync=True
+    )
+    readout = traitlets.Dict(help="Usage and timing numbers of the turn.").tag(
+        sync=True
+    )
+
+    def __init__(self, on_stop: Callable[[], None] | None = None, **kw: Any) -> None:
+        super().__init__(**kw)
+        self._seq = 0
+        self._text: list[str] = []
+        self._reasoning: list[str] = []
+        self._on_stop = on_stop
+        self._turn: Turn | None = None
+        self.on_msg(self._handle)
+
+    def __repr__(self) -> str:
+        return f"ReplyView(status={self.status!r})"
+
+    def push(self, text: str, reasoning: str, turn: Turn | None = None) -> None:
+        """Send one coalesced delta (and the live readout) to every view."""
+        self._turn = turn
+        self._seq += 1
+        msg: dict[str, Any] = {"type": "delta", "seq": self._seq}
+        if text:
+            self._text.append(text)
+            msg["text"] = text
+        if reasoning:
+            self._reasoning.append(reasoning)
+            msg["reasoning"] = reasoning
+        if turn is not None:
+            msg["readout"] = readout(turn)
+        self.send(msg)
+
+    def finish(self, turn: Turn) -> None:
+        self._turn = turn
+        with self.hold_sync():
+            self.text = turn.text
+            self.reasoning = turn.reasoning
+            self.error = turn.error.message if turn.error else ""
+            self.readout = readout(turn)
+            self.status = turn.status
+
+    def _handle(self, _w: Any, content: Any, _buffers: Any) -> None:
+        if not isinstance(content, dict):
+            return
+        kind = content.get("type")
+        if kind == "stop" and self._on_stop is not None:
+            self._on_stop()
+        elif kind == "resync":
+            msg: dict[str, Any] = {
+                "type": "snapshot",
+                "seq": self._seq,
+                "text": "".join(self._text),
+                "reasoning": "".join(self._reasoning),
+            }
+            if self._turn is not None:
+                msg["readout"] = readout(self._turn)
+            self.send(msg)
