@@ -48,8 +48,11 @@ class Execution:
         )
         if not ok:
             raise TimeoutError(f"the cell did not finish within {timeout} s")
-        idle = next(m for m in self.messages if m.type == "status"
-                    and m.content["execution_state"] == "idle")
+        idle = next(
+            m
+            for m in self.messages
+            if m.type == "status" and m.content["execution_state"] == "idle"
+        )
         self.done_at = idle.received
         self.reply = self.kernel.shell_reply(self.msg_id, timeout)
         return self
@@ -64,13 +67,19 @@ class Execution:
 
     @property
     def stderr(self) -> str:
-        return "".join(m.content["text"] for m in self.of_type("stream")
-                       if m.content["name"] == "stderr")
+        return "".join(
+            m.content["text"]
+            for m in self.of_type("stream")
+            if m.content["name"] == "stderr"
+        )
 
     @property
     def stdout(self) -> str:
-        return "".join(m.content["text"] for m in self.of_type("stream")
-                       if m.content["name"] == "stdout")
+        return "".join(
+            m.content["text"]
+            for m in self.of_type("stream")
+            if m.content["name"] == "stdout"
+        )
 
     def displays(self) -> list[dict[str, Any]]:
         return [m.content for m in self.of_type("display_data", "execute_result")]
@@ -87,7 +96,9 @@ class Execution:
 class Kernel:
     """``with Kernel(env) as k: k.run("%load_ext nbstream")``"""
 
-    def __init__(self, env: dict[str, str] | None = None, cwd: Path | None = None) -> None:
+    def __init__(
+        self, env: dict[str, str] | None = None, cwd: Path | None = None
+    ) -> None:
         full_env = {**os.environ, **(env or {})}
         self.km = KernelManager(kernel_name="python3")
         self.km.start_kernel(env=full_env, cwd=str(cwd or Path.cwd()))
@@ -107,8 +118,12 @@ class Kernel:
                 raw = self.kc.get_iopub_msg(timeout=0.2)
             except Exception:  # queue.Empty, or the channel closing at shutdown
                 continue
-            msg = Msg(raw["msg_type"], raw["content"],
-                      raw["parent_header"].get("msg_id"), time.monotonic())
+            msg = Msg(
+                raw["msg_type"],
+                raw["content"],
+                raw["parent_header"].get("msg_id"),
+                time.monotonic(),
+            )
             with self._cond:
                 self._msgs.append(msg)
                 self._cond.notify_all()
@@ -144,7 +159,9 @@ class Kernel:
         msg_id = self.kc.execute(code, allow_stdin=allow_stdin)
         return Execution(msg_id, self)
 
-    def run(self, code: str, *, allow_stdin: bool = True, timeout: float = 30) -> Execution:
+    def run(
+        self, code: str, *, allow_stdin: bool = True, timeout: float = 30
+    ) -> Execution:
         return self.execute(code, allow_stdin=allow_stdin).wait(timeout)
 
     def eval(self, expr: str, timeout: float = 30) -> str:
@@ -156,8 +173,10 @@ class Kernel:
 
     def click_stop(self, comm_id: str) -> None:
         """Send what the browser sends when the Stop button is clicked."""
-        content = {"comm_id": comm_id,
-                   "data": {"method": "custom", "content": {"type": "stop"}}}
+        content = {
+            "comm_id": comm_id,
+            "data": {"method": "custom", "content": {"type": "stop"}},
+        }
         msg = self.kc.session.msg("comm_msg", content)
         self.kc.shell_channel.send(msg)
 

@@ -18,10 +18,16 @@ USAGE = {"prompt_tokens": 7, "completion_tokens": 30, "total_tokens": 37}
 
 
 def _env(srv: LoopbackServer) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("NBSTREAM_", "OPENAI_", "ANTHROPIC_"))}
-    env.update(NBSTREAM_BASE_URL=srv.base_url, NBSTREAM_MODEL="env-model",
-               NBSTREAM_API_KEY=SECRET)
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("NBSTREAM_", "OPENAI_", "ANTHROPIC_"))
+    }
+    env.update(
+        NBSTREAM_BASE_URL=srv.base_url,
+        NBSTREAM_MODEL="env-model",
+        NBSTREAM_API_KEY=SECRET,
+    )
     return env
 
 
@@ -103,8 +109,10 @@ def test_reply_streams_live_into_the_cell(kernel: Kernel, srv: LoopbackServer) -
 def test_stop_button_closes_the_connection_and_keeps_the_partial_reply(
     kernel: Kernel, srv: LoopbackServer
 ) -> None:
-    chunks = [f"data: {c}\n\n".encode() for c in openai_chunks(words(3), finish=None,
-                                                                 done=False)]
+    chunks = [
+        f"data: {c}\n\n".encode()
+        for c in openai_chunks(words(3), finish=None, done=False)
+    ]
     srv.enqueue(Reply(chunks=[*chunks, STALL]))
     ex = kernel.execute("%%chat -c stop\nTell me a long story")
     assert kernel.wait_for(lambda: deltas(ex).text == " w0 w1 w2", 15)
@@ -124,9 +132,13 @@ def test_stop_button_closes_the_connection_and_keeps_the_partial_reply(
     assert turn["status"] == "cancelled" and turn["text"] == " w0 w1 w2"
 
 
-def test_interrupt_stops_the_reply_and_halts_the_cell(kernel: Kernel, srv: LoopbackServer) -> None:
-    chunks = [f"data: {c}\n\n".encode() for c in openai_chunks(words(2), finish=None,
-                                                                 done=False)]
+def test_interrupt_stops_the_reply_and_halts_the_cell(
+    kernel: Kernel, srv: LoopbackServer
+) -> None:
+    chunks = [
+        f"data: {c}\n\n".encode()
+        for c in openai_chunks(words(2), finish=None, done=False)
+    ]
     srv.enqueue(Reply(chunks=[*chunks, STALL]))
     ex = kernel.execute("%%chat -c intr\nGo on")
     assert kernel.wait_for(lambda: deltas(ex).text == " w0 w1", 15)
@@ -157,9 +169,11 @@ def test_background_reply_streams_while_another_cell_runs(
     display_id = ex.displays()[0]["transient"]["display_id"]
 
     def final_update() -> bool:
-        return any(m.type == "update_display_data"
-                   and m.content["transient"]["display_id"] == display_id
-                   for m in kernel.iopub())
+        return any(
+            m.type == "update_display_data"
+            and m.content["transient"]["display_id"] == display_id
+            for m in kernel.iopub()
+        )
 
     assert kernel.wait_for(final_update, 20)
     # the update is addressed to the cell that asked, not to the one that ran meanwhile
@@ -167,20 +181,33 @@ def test_background_reply_streams_while_another_cell_runs(
     assert last_turn(kernel, "bg")["text"] == "".join(words(20))
 
 
-def test_chat_stop_stops_background_replies(kernel: Kernel, srv: LoopbackServer) -> None:
-    chunks = [f"data: {c}\n\n".encode() for c in openai_chunks(words(1), finish=None,
-                                                                 done=False)]
+def test_chat_stop_stops_background_replies(
+    kernel: Kernel, srv: LoopbackServer
+) -> None:
+    chunks = [
+        f"data: {c}\n\n".encode()
+        for c in openai_chunks(words(1), finish=None, done=False)
+    ]
     srv.enqueue(Reply(chunks=[*chunks, STALL]))
     before = len(srv.requests)
     kernel.run("%%chat -b -c bgstop\nHello")
     assert srv.wait_for(lambda: len(srv.requests) > before, 5)
     seen = srv.requests[-1]
-    assert kernel.wait_for(lambda: kernel.eval(
-        "__import__('nbstream').conversation('bgstop').transcript[-1].text") == "' w0'", 10)
+    assert kernel.wait_for(
+        lambda: (
+            kernel.eval(
+                "__import__('nbstream').conversation('bgstop').transcript[-1].text"
+            )
+            == "' w0'"
+        ),
+        10,
+    )
     out = kernel.run("%chat stop")
     assert "Stopped 1" in out.stdout
     assert srv.wait_for(lambda: seen.client_closed_at is not None, 5)
-    assert kernel.wait_for(lambda: last_turn(kernel, "bgstop")["status"] == "cancelled", 10)
+    assert kernel.wait_for(
+        lambda: last_turn(kernel, "bgstop")["status"] == "cancelled", 10
+    )
 
 
 def test_conversation_continues_across_cells_and_new_starts_afresh(
@@ -203,7 +230,9 @@ def test_conversation_continues_across_cells_and_new_starts_afresh(
     # another named conversation is independent
     srv.enqueue(Reply.events(openai_chunks([" Yes."])))
     kernel.run("%%chat -c other\nSeparate?")
-    assert srv.requests[-1].json["messages"] == [{"role": "user", "content": "Separate?"}]
+    assert srv.requests[-1].json["messages"] == [
+        {"role": "user", "content": "Separate?"}
+    ]
 
 
 def test_output_variable_holds_the_turn(kernel: Kernel, srv: LoopbackServer) -> None:
@@ -214,12 +243,16 @@ def test_output_variable_holds_the_turn(kernel: Kernel, srv: LoopbackServer) -> 
     assert kernel.eval("type(answer).__name__") == "'Turn'"
 
 
-def test_config_layers_env_then_config_then_cell(kernel: Kernel, srv: LoopbackServer) -> None:
+def test_config_layers_env_then_config_then_cell(
+    kernel: Kernel, srv: LoopbackServer
+) -> None:
     srv.enqueue(Reply.events(openai_chunks([" a"])))
     kernel.run("%%chat -c cfg\none")
     assert srv.requests[-1].json["model"] == "env-model"  # from NBSTREAM_MODEL
-    kernel.run("%config ChatMagics.model = 'config-model'\n"
-               "%config ChatMagics.temperature = 0.5")
+    kernel.run(
+        "%config ChatMagics.model = 'config-model'\n"
+        "%config ChatMagics.temperature = 0.5"
+    )
     try:
         srv.enqueue(Reply.events(openai_chunks([" b"])))
         kernel.run("%%chat -c cfg\ntwo")
@@ -232,7 +265,9 @@ def test_config_layers_env_then_config_then_cell(kernel: Kernel, srv: LoopbackSe
         assert body["temperature"] == 0 and body["max_tokens"] == 12
         assert srv.requests[-1].headers["authorization"] == f"Bearer {SECRET}"
     finally:
-        kernel.run("%config ChatMagics.model = None\n%config ChatMagics.temperature = None")
+        kernel.run(
+            "%config ChatMagics.model = None\n%config ChatMagics.temperature = None"
+        )
     cfg = kernel.run("%chat config").stdout
     assert "env-model" in cfg and srv.base_url in cfg
     assert "api key   set" in cfg and SECRET not in cfg
@@ -266,7 +301,10 @@ def test_interpolation_only_when_asked(kernel: Kernel, srv: LoopbackServer) -> N
     kernel.run("topic = 'entropy'")
     srv.enqueue(Reply.events(openai_chunks([" ok"])))
     kernel.run("%%chat -c interp2 -i\nExplain {topic} in {{two}} words")
-    assert srv.requests[-1].json["messages"][-1]["content"] == "Explain entropy in {two} words"
+    assert (
+        srv.requests[-1].json["messages"][-1]["content"]
+        == "Explain entropy in {two} words"
+    )
     srv.enqueue(Reply.events(openai_chunks([" ok"])))
     kernel.run('%%chat -c interp2 --new\n{"json": {topic}}')
     assert srv.requests[-1].json["messages"][-1]["content"] == '{"json": {topic}}'
@@ -275,8 +313,13 @@ def test_interpolation_only_when_asked(kernel: Kernel, srv: LoopbackServer) -> N
 def test_provider_error_shows_its_message_and_what_to_do(
     kernel: Kernel, srv: LoopbackServer
 ) -> None:
-    body = {"error": {"message": f"Incorrect API key provided: {SECRET}.",
-                      "type": "invalid_request_error", "code": "invalid_api_key"}}
+    body = {
+        "error": {
+            "message": f"Incorrect API key provided: {SECRET}.",
+            "type": "invalid_request_error",
+            "code": "invalid_api_key",
+        }
+    }
     srv.enqueue(Reply.json(401, body, {"x-request-id": "req_abc123"}))
     ex = kernel.run("%%chat -c err\nhello")
     assert ex.error is not None and ex.error["ename"] == "APIStatusError"
@@ -288,7 +331,9 @@ def test_provider_error_shows_its_message_and_what_to_do(
     assert last_turn(kernel, "err")["status"] == "error"
 
 
-def test_model_html_stays_text_in_the_final_output(kernel: Kernel, srv: LoopbackServer) -> None:
+def test_model_html_stays_text_in_the_final_output(
+    kernel: Kernel, srv: LoopbackServer
+) -> None:
     payload = "<img src=x onerror=alert(1)> and <script>alert(2)</script>"
     srv.enqueue(Reply.events(openai_chunks([payload])))
     ex = kernel.run("%%chat -c xss\nhi")
@@ -315,8 +360,31 @@ def test_batch_run_gives_one_final_deterministic_output(
     assert "first token" not in md and "tok/s" not in md
 
 
-def test_server_without_usage_shows_estimated_tokens(kernel: Kernel, srv: LoopbackServer) -> None:
+def test_server_without_usage_shows_estimated_tokens(
+    kernel: Kernel, srv: LoopbackServer
+) -> None:
     srv.enqueue(Reply.events(openai_chunks(words(5))))
     ex = kernel.run("%%chat -c est\nhi")
     md = final_markdown(ex)
     assert "~5 out tokens" in md and "estimated" in md
+
+
+def test_history_list_and_clear(kernel: Kernel, srv: LoopbackServer) -> None:
+    srv.enqueue(Reply.events(openai_chunks([" Hi", " there"])))
+    kernel.run("%%chat -c hist\nGreet me")
+    ex = kernel.run("%chat history hist")
+    md = ex.displays()[-1]["data"]["text/markdown"]
+    assert "Greet me" in md and "Hi there" in md and "complete" in md
+    assert "hist:" in kernel.run("%chat list").stdout
+    assert "Cleared" in kernel.run("%chat clear hist").stdout
+    assert (
+        kernel.eval("len(__import__('nbstream').conversation('hist').transcript)")
+        == "0"
+    )
+    srv.enqueue(Reply.events(openai_chunks([" ok"])))
+    kernel.run("%%chat -c hist\nAgain")
+    # after clear, no old history is sent
+    assert srv.requests[-1].json["messages"] == [{"role": "user", "content": "Again"}]
+    ex = kernel.run("%chat frobnicate")
+    assert ex.reply is not None and ex.reply["status"] == "error"
+    assert "not an action" in ex.stderr
