@@ -1,7 +1,7 @@
 // Bundles the widget front end into the Python package (nbstream/static/).
 import * as esbuild from "esbuild";
 
-const entries = ["src/reply.js"];
+const entries = ["src/reply.js", "src/chat.js"];
 await esbuild.build({
   entryPoints: entries,
   bundle: true,

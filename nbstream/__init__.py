@@ -9,7 +9,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .client import AsyncStream, Client, Stream
 from .config import Timeouts
@@ -43,7 +43,19 @@ from .events import (
 from .registry import conversation, conversations, new_conversation
 from .transcript import Choice, ErrorInfo, Metrics, Request, ToolCall, Transcript, Turn
 
+if TYPE_CHECKING:
+    from .widget import ChatWidget
+
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    # The widget stack (ipywidgets, anywidget) loads only when ChatWidget is used.
+    if name == "ChatWidget":
+        from .widget import ChatWidget
+
+        return ChatWidget
+    raise AttributeError(f"module 'nbstream' has no attribute {name!r}")
 
 
 def load_ipython_extension(ip: Any) -> None:
@@ -65,6 +77,7 @@ __all__ = [
     "APIStatusError",
     "APITimeoutError",
     "AsyncStream",
+    "ChatWidget",
     "Choice",
     "Client",
     "ConfigurationError",

@@ -42,10 +42,11 @@ from traitlets import Bool, Float, Int, Unicode
 
 from . import registry
 from .client import AsyncStream, Client, Stream
+from .coalesce import Coalescer
 from .config import Timeouts, resolve
 from .conversation import Conversation
 from .errors import ConfigurationError, NbstreamError
-from .events import Event, ReasoningDelta, TextDelta
+from .events import Event, TextDelta
 from .render import final_bundle, readout_text
 from .render import readout as readout_of
 from .transcript import Turn
@@ -58,8 +59,6 @@ __all__ = [
 ]
 
 Mode = Literal["interactive", "batch", "terminal"]
-FRAME_S = 0.05  # coalesce widget updates to at most 20 per second
-READOUT_S = 0.25  # the live readout needs no more than 4 updates per second
 
 
 @dataclass
@@ -461,47 +460,16 @@ class _LiveOutput:
         self.turn = stream.turn
         self.view = ReplyView(on_stop=stream.cancel)
         self.handle = display(self.view, display_id=True)
-        self._text: list[str] = []
-        self._reasoning: list[str] = []
-        self._last = 0.0
-        self._last_readout = 0.0
-        self._timer: asyncio.TimerHandle | None = None
-        self._loop = _running_loop()
+        self._coalescer = Coalescer(self._push, _running_loop())
+
+    def _push(self, text: str, reasoning: str, with_readout: bool) -> None:
+        self.view.push(text, reasoning, self.turn if with_readout else None)
 
     def add(self, ev: Event) -> None:
-        if isinstance(ev, TextDelta) and ev.choice == 0:
-            self._text.append(ev.text)
-        elif isinstance(ev, ReasoningDelta) and ev.choice == 0:
-            self._reasoning.append(ev.text)
-        else:
-            return
-        now = _now()
-        if now - self._last >= FRAME_S:
-            self.flush()
-        elif self._timer is None and self._loop is not None:
-            self._timer = self._loop.call_later(self._last + FRAME_S - now, self.flush)
-
-    def flush(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        if not self._text and not self._reasoning:
-            return
-        now = _now()
-        with_readout = now - self._last_readout >= READOUT_S
-        if with_readout:
-            self._last_readout = now
-        self.view.push(
-            "".join(self._text),
-            "".join(self._reasoning),
-            self.turn if with_readout else None,
-        )
-        self._text.clear()
-        self._reasoning.clear()
-        self._last = now
+        self._coalescer.add(ev)
 
     def finish(self, turn: Turn) -> None:
-        self.flush()
+        self._coalescer.flush()
         self.view.finish(turn)
         if self.handle is not None:
             self.handle.update(final_bundle(turn), raw=True)
@@ -552,7 +520,9 @@ def _parse(magic: Any, line: str) -> Any:
     try:
         words = shlex.split(line)
     except ValueError as exc:
-        raise UsageError(f"Could not read the options {line!r}: {exc}. Check the quotes.") from None
+        raise UsageError(
+            f"Could not read the options {line!r}: {exc}. Check the quotes."
+        ) from None
     return magic.parser.parse_args(words)
 
 
@@ -574,12 +544,6 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
         return asyncio.get_running_loop()
     except RuntimeError:
         return None
-
-
-def _now() -> float:
-    import time
-
-    return time.monotonic()
 
 
 _HELP = """\

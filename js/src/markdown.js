@@ -3,6 +3,31 @@
 // like are dropped too.
 import { Marked } from "marked";
 import DOMPurify from "dompurify";
+import hljs from "highlight.js/lib/core";
+import bash from "highlight.js/lib/languages/bash";
+import c from "highlight.js/lib/languages/c";
+import cpp from "highlight.js/lib/languages/cpp";
+import go from "highlight.js/lib/languages/go";
+import java from "highlight.js/lib/languages/java";
+import javascript from "highlight.js/lib/languages/javascript";
+import json from "highlight.js/lib/languages/json";
+import markdown from "highlight.js/lib/languages/markdown";
+import python from "highlight.js/lib/languages/python";
+import rust from "highlight.js/lib/languages/rust";
+import sql from "highlight.js/lib/languages/sql";
+import typescript from "highlight.js/lib/languages/typescript";
+import xml from "highlight.js/lib/languages/xml";
+import yaml from "highlight.js/lib/languages/yaml";
+
+for (const [name, lang] of Object.entries({ bash, c, cpp, go, java, javascript, json, markdown,
+  python, rust, sql, typescript, xml, yaml })) {
+  hljs.registerLanguage(name, lang);
+}
+hljs.registerAliases(["sh", "shell", "console"], { languageName: "bash" });
+hljs.registerAliases(["py"], { languageName: "python" });
+hljs.registerAliases(["js"], { languageName: "javascript" });
+hljs.registerAliases(["ts"], { languageName: "typescript" });
+hljs.registerAliases(["html"], { languageName: "xml" });
 
 const escapeHtml = (s) =>
   s.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;").replace(/"/g, "&quot;");
@@ -14,6 +39,15 @@ const marked = new Marked({
   renderer: {
     html(token) {
       return escapeHtml(token.text ?? token.raw ?? "");
+    },
+    code(token) {
+      const lang = (token.lang || "").trim().split(/\s+/)[0].toLowerCase();
+      const known = lang && hljs.getLanguage(lang);
+      const body = known
+        ? hljs.highlight(token.text, { language: lang, ignoreIllegals: true }).value
+        : escapeHtml(token.text);
+      const cls = known ? ` class="hljs language-${escapeHtml(lang)}"` : ' class="hljs"';
+      return `<pre><code${cls}>${body}</code></pre>\n`;
     },
   },
 });
@@ -42,6 +76,35 @@ function purifier() {
 export function renderMarkdown(src) {
   const html = marked.parse(src ?? "");
   return purifier().sanitize(html, PURIFY);
+}
+
+// Adds a Copy button to every code block (our own element, added after sanitizing).
+export function addCopyButtons(container) {
+  for (const pre of container.querySelectorAll("pre")) {
+    if (pre.querySelector(".nbs-copy")) continue;
+    const button = document.createElement("button");
+    button.type = "button";
+    button.className = "nbs-copy";
+    button.textContent = "Copy";
+    button.setAttribute("aria-label", "Copy code");
+    pre.append(button);
+  }
+}
+
+// One listener per container: copies the code block whose Copy button was clicked.
+export function handleCopyClicks(container) {
+  const onClick = (event) => {
+    const button = event.target.closest?.(".nbs-copy");
+    if (!button || !container.contains(button)) return;
+    const code = button.parentElement.querySelector("code");
+    const text = code ? code.textContent : "";
+    navigator.clipboard?.writeText(text).then(
+      () => { button.textContent = "Copied"; },
+      () => { button.textContent = "Copy failed"; },
+    );
+  };
+  container.addEventListener("click", onClick);
+  return () => container.removeEventListener("click", onClick);
 }
 
 export { escapeHtml };

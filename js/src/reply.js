@@ -1,5 +1,5 @@
 // The live view of one streaming reply (the %%chat cell output).
-import { renderMarkdown } from "./markdown.js";
+import { addCopyButtons, handleCopyClicks, renderMarkdown } from "./markdown.js";
 import { readoutText } from "./readout.js";
 import { makeScheduler, TextStream } from "./text_stream.js";
 import "./reply.css";
@@ -23,10 +23,12 @@ function render({ model, el: host }) {
   const root = el("div", { class: "nbs-reply" }, thinking, body, error,
     el("div", { class: "nbs-bar" }, stop, readout));
   host.append(root);
+  const unCopy = handleCopyClicks(body);
 
   let live = {};
   const paint = () => {
     body.innerHTML = renderMarkdown(stream.text);
+    addCopyButtons(body);
     if (stream.reasoning) {
       thinking.hidden = false;
       thinkingBody.textContent = stream.reasoning;
@@ -76,6 +78,7 @@ function render({ model, el: host }) {
   if (model.get("status") === "streaming") model.send({ type: "resync" });
 
   return () => {
+    unCopy();
     stop.removeEventListener("click", onStop);
     model.off("msg:custom", onMsg);
     model.off("change:status", fromTraits);

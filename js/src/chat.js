@@ -1,0 +1,193 @@
+// The chat panel (ChatWidget): message list, input box, Send, Stop, readouts, totals.
+import { addCopyButtons, handleCopyClicks, renderMarkdown } from "./markdown.js";
+import { readoutText } from "./readout.js";
+import { makeScheduler, TextStream } from "./text_stream.js";
+import "./chat.css";
+
+function h(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (v !== false && v != null) node.setAttribute(k, v === true ? "" : v);
+  }
+  node.append(...children);
+  return node;
+}
+
+const fmtTokens = (n) => (n >= 10000 ? `${(n / 1000).toFixed(1)}k` : String(n));
+
+export function totalsText(t) {
+  if (!t || !t.turns) return "";
+  const est = t.estimated ? "~" : "";
+  return `${t.turns} ${t.turns === 1 ? "turn" : "turns"} · ${est}${fmtTokens(t.input_tokens)} in · ` +
+    `${est}${fmtTokens(t.output_tokens)} out tokens · ${t.elapsed_s.toFixed(1)} s`;
+}
+
+function render({ model, el }) {
+  // -- layout -------------------------------------------------------------------------
+  const title = h("span", { class: "nbs-title" });
+  const totals = h("span", { class: "nbs-totals" });
+  const list = h("div", { class: "nbs-messages", role: "log", "aria-live": "polite",
+    "aria-label": "Conversation" });
+  const input = h("textarea", { class: "nbs-input", rows: "2", "aria-label": "Message",
+    placeholder: "Message (Enter sends, Shift+Enter adds a line)" });
+  const send = h("button", { class: "nbs-send", type: "button", "aria-label": "Send" }, "Send");
+  const stop = h("button", { class: "nbs-stop", type: "button", "aria-label": "Stop" }, "Stop");
+  const root = h("div", { class: "nbs-chat" },
+    h("div", { class: "nbs-header" }, title, totals),
+    list,
+    h("div", { class: "nbs-compose" }, input, send, stop));
+  el.append(root);
+  const unCopy = handleCopyClicks(list);
+
+  // -- state of this view ---------------------------------------------------------------
+  const live = new TextStream();
+  let liveId = "";
+  let liveReadout = null;
+  const nodes = new Map(); // message id -> {root, body, thinking, thinkingBody, readout, error, key}
+
+  const atBottom = () => list.scrollHeight - list.scrollTop - list.clientHeight < 40;
+
+  function messageNode(msg) {
+    let n = nodes.get(msg.id);
+    if (n) return n;
+    const body = h("div", { class: "nbs-body" });
+    const thinkingBody = h("div", { class: "nbs-thinking-body" });
+    const thinking = h("details", { class: "nbs-thinking", hidden: true },
+      h("summary", {}, "Reasoning"), thinkingBody);
+    const readout = h("div", { class: "nbs-readout" });
+    const error = h("div", { class: "nbs-error", role: "alert", hidden: true });
+    const node = h("div", { class: `nbs-msg nbs-${msg.role}`, "data-id": msg.id }, thinking, body,
+      error, readout);
+    n = { root: node, body, thinking, thinkingBody, readout, error, key: "" };
+    nodes.set(msg.id, n);
+    return n;
+  }
+
+  function fill(n, msg, text, reasoning, readout) {
+    if (msg.role === "user") {
+      n.body.textContent = text; // the user's own words, as typed
+    } else {
+      n.body.innerHTML = renderMarkdown(text);
+      addCopyButtons(n.body);
+      n.thinking.hidden = !reasoning;
+      n.thinkingBody.textContent = reasoning || "";
+      n.readout.textContent = readoutText(readout);
+      n.error.hidden = !msg.error;
+      n.error.replaceChildren();
+      if (msg.error) {
+        n.error.append(h("span", {}, msg.error), " ");
+        const retry = h("button", { class: "nbs-retry", type: "button", "aria-label": "Retry" },
+          "Retry");
+        retry.addEventListener("click", () => model.send({ type: "retry" }));
+        n.error.append(retry);
+      }
+    }
+    n.root.dataset.status = msg.status || "";
+  }
+
+  function paint() {
+    const follow = atBottom();
+    const msgs = model.get("messages") || [];
+    const keep = new Set();
+    let prev = null;
+    for (const msg of msgs) {
+      keep.add(msg.id);
+      const n = messageNode(msg);
+      const streaming = msg.role === "assistant" && msg.status === "streaming";
+      if (streaming && msg.id === liveId && live.seq >= 0) {
+        fill(n, msg, live.text, live.reasoning, { ...msg.readout, ...liveReadout, status: "streaming" });
+        n.key = "";
+      } else {
+        const key = `${msg.status}|${msg.text.length}|${msg.error}|${msg.text.slice(-32)}`;
+        if (n.key !== key) {
+          fill(n, msg, msg.text, msg.reasoning, msg.readout);
+          n.key = key;
+        }
+      }
+      if (n.root.previousSibling !== prev || n.root.parentNode !== list) {
+        list.insertBefore(n.root, prev ? prev.nextSibling : list.firstChild);
+      }
+      prev = n.root;
+    }
+    for (const [id, n] of nodes) {
+      if (!keep.has(id)) {
+        n.root.remove();
+        nodes.delete(id);
+      }
+    }
+    const streaming = model.get("status") === "streaming";
+    stop.disabled = !streaming;
+    send.disabled = streaming;
+    title.textContent = model.get("title") || "";
+    totals.textContent = totalsText(model.get("totals"));
+    root.dataset.status = model.get("status");
+    if (follow) list.scrollTop = list.scrollHeight;
+  }
+  const scheduler = makeScheduler(paint);
+
+  // -- messages from the kernel -----------------------------------------------------------
+  const onMsg = (msg) => {
+    if (msg.type === "delta") {
+      if (msg.id !== liveId) {
+        liveId = msg.id;
+        liveReadout = null;
+        live.seq = -1;
+        live.text = "";
+        live.reasoning = "";
+        if (msg.seq === 1) live.snapshot({ seq: 0, text: "", reasoning: "" });
+      }
+      const r = live.delta(msg);
+      if (r === "gap" || r === "waiting") model.send({ type: "resync" });
+      if (msg.readout) liveReadout = msg.readout;
+      scheduler.request();
+    } else if (msg.type === "snapshot") {
+      if (msg.id !== liveId) {
+        liveId = msg.id;
+        live.seq = -1;
+      }
+      if (msg.readout) liveReadout = msg.readout;
+      if (live.snapshot(msg)) scheduler.request(true);
+    }
+  };
+  const onTraits = () => scheduler.request(true);
+
+  // -- the user -----------------------------------------------------------------------
+  const submit = () => {
+    const text = input.value;
+    if (!text.trim() || model.get("status") === "streaming") return;
+    model.send({ type: "submit", text });
+    input.value = "";
+  };
+  const onKey = (e) => {
+    if (e.key === "Enter" && !e.shiftKey && !e.isComposing) {
+      e.preventDefault();
+      submit();
+    }
+  };
+  const onStop = () => model.send({ type: "stop" });
+  input.addEventListener("keydown", onKey);
+  send.addEventListener("click", submit);
+  stop.addEventListener("click", onStop);
+  model.on("msg:custom", onMsg);
+  model.on("change:messages", onTraits);
+  model.on("change:status", onTraits);
+  model.on("change:totals", onTraits);
+  model.on("change:title", onTraits);
+
+  paint();
+  if (model.get("status") === "streaming") model.send({ type: "resync" });
+
+  return () => {
+    unCopy();
+    input.removeEventListener("keydown", onKey);
+    send.removeEventListener("click", submit);
+    stop.removeEventListener("click", onStop);
+    model.off("msg:custom", onMsg);
+    model.off("change:messages", onTraits);
+    model.off("change:status", onTraits);
+    model.off("change:totals", onTraits);
+    model.off("change:title", onTraits);
+  };
+}
+
+export default { render };

@@ -1,0 +1,255 @@
+"""``ChatWidget``: a chat panel in the notebook, on the same streaming engine.
+
+Traits hold the truth: the committed messages (final text included, so saved widget
+state is complete), the status and the totals. While a reply streams, its text travels
+as numbered delta messages (coalesced to 20 Hz); a view that starts late or misses one
+asks for a snapshot. The stream runs as a task on the kernel's event loop, so the kernel
+stays free and Stop works from the moment a request is sent. The API key never enters
+a trait.
+
+>>> from nbstream import ChatWidget  # doctest: +SKIP
+>>> chat = ChatWidget(model="gpt-4o-mini", system="You are helpful.")  # doctest: +SKIP
+>>> chat  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from typing import Any
+
+import anywidget
+import traitlets
+
+from .client import AsyncStream, Client
+from .coalesce import Coalescer
+from .conversation import Conversation
+from .errors import NbstreamError
+from .render import readout
+from .transcript import Transcript, Turn
+from .view import static_asset
+
+__all__ = ["ChatWidget"]
+
+
+def _message(turn: Turn) -> dict[str, Any]:
+    return {
+        "id": turn.id,
+        "role": "assistant",
+        "text": turn.text,
+        "reasoning": turn.reasoning,
+        "status": turn.status,
+        "readout": readout(turn),
+        "error": turn.error.message if turn.error else "",
+    }
+
+
+def _user_message(turn: Turn) -> dict[str, Any]:
+    content = turn.request.messages[-1].get("content") if turn.request.messages else ""
+    return {
+        "id": f"{turn.id}-user",
+        "role": "user",
+        "text": str(content),
+        "turn": turn.id,
+    }
+
+
+class ChatWidget(anywidget.AnyWidget):
+    """A streaming chat panel: message list, input box, Send, Stop, usage readouts.
+
+    ``chat.transcript`` is the conversation's ``Transcript`` (live while a reply
+    streams); ``chat.send("…")`` asks from Python, ``chat.stop()`` stops, and
+    ``chat.on_turn(callback)`` observes each finished turn.
+    """
+
+    _esm = static_asset("chat.js")
+    _css = static_asset("chat.css")
+
+    messages = traitlets.List(
+        traitlets.Dict(),
+        help="Committed messages (user and assistant), final text included.",
+    ).tag(sync=True)
+    status = traitlets.Unicode(
+        "idle", help="'idle', or 'streaming' while a reply runs."
+    ).tag(sync=True)
+    totals = traitlets.Dict(help="Conversation totals: turns, tokens, time.").tag(
+        sync=True
+    )
+    title = traitlets.Unicode(
+        "", help="What the panel shows as its heading (the model)."
+    ).tag(sync=True)
+
+    def __init__(
+        self,
+        model: str | None = None,
+        system: str | None = None,
+        *,
+        base_url: str | None = None,
+        api: str | None = None,
+        client: Client | None = None,
+        conversation: Conversation | None = None,
+        **params: Any,
+    ) -> None:
+        if conversation is None:
+            if client is None:
+                client = Client(base_url=base_url, model=model, api=api)
+            conversation = Conversation(client, system=system, **params)
+        self.conversation = conversation
+        super().__init__(title=self.conversation.client.model)
+        self._stream: AsyncStream | None = None
+        self._task: asyncio.Task[Turn | None] | None = None
+        self._callbacks: list[Callable[[Turn], None]] = []
+        self._seq = 0
+        self._live_id = ""
+        self._live_text: list[str] = []
+        self._live_reasoning: list[str] = []
+        self.on_msg(self._handle)
+        self._sync_messages()
+
+    def __repr__(self) -> str:
+        return f"ChatWidget(model={self.title!r}, turns={len(self.transcript)})"
+
+    @property
+    def transcript(self) -> Transcript:
+        return self.conversation.transcript
+
+    # -- from Python ----------------------------------------------------------------
+    def send(self, text: str, **params: Any) -> asyncio.Task[Turn | None]:
+        """Ask ``text``; the reply streams into the panel. Returns the task (await it
+        for the finished ``Turn``). Raises if a reply is already streaming."""
+        if self.status == "streaming":
+            raise RuntimeError(
+                "A reply is still streaming: wait for it, or call chat.stop() first."
+            )
+        if not text.strip():
+            raise ValueError("Nothing to send: the message is empty.")
+        stream = self.conversation.astream(text, **params)
+        self._stream = stream
+        self._start_live(stream.turn)
+        loop = asyncio.get_event_loop()
+        self._task = loop.create_task(self._run(stream))
+        return self._task
+
+    def stop(self) -> None:
+        """Stop the reply now: the connection closes; the partial reply is kept."""
+        if self._stream is not None:
+            self._stream.cancel()
+
+    def retry(self) -> asyncio.Task[Turn | None] | None:
+        """Ask the last question again (after an error or a stop)."""
+        for turn in reversed(self.transcript.turns):
+            if turn.request.messages:
+                content = turn.request.messages[-1].get("content")
+                if isinstance(content, str):
+                    return self.send(content)
+        return None
+
+    def on_turn(self, callback: Callable[[Turn], None]) -> None:
+        """Call ``callback(turn)`` after each turn ends (finished, stopped or failed)."""
+        self._callbacks.append(callback)
+
+    # -- the stream -------------------------------------------------------------------
+    def _start_live(self, turn: Turn) -> None:
+        self._seq = 0
+        self._live_id = turn.id
+        self._live_text.clear()
+        self._live_reasoning.clear()
+        with self.hold_sync():
+            self.status = "streaming"
+            self._sync_messages()
+
+    async def _run(self, stream: AsyncStream) -> Turn | None:
+        coalescer = Coalescer(self._push, asyncio.get_running_loop())
+        try:
+            async with stream:
+                async for ev in stream:
+                    coalescer.add(ev)
+        except NbstreamError:
+            pass  # shown in the panel (status "error", message, Retry), kept in the transcript
+        except asyncio.CancelledError:
+            stream.cancel()
+        finally:
+            coalescer.flush()
+            self._end(stream.turn)
+        return stream.turn
+
+    def _push(self, text: str, reasoning: str, with_readout: bool) -> None:
+        self._seq += 1
+        msg: dict[str, Any] = {"type": "delta", "id": self._live_id, "seq": self._seq}
+        if text:
+            self._live_text.append(text)
+            msg["text"] = text
+        if reasoning:
+            self._live_reasoning.append(reasoning)
+            msg["reasoning"] = reasoning
+        if with_readout and self._stream is not None:
+            msg["readout"] = readout(self._stream.turn)
+        self.send_msg(msg)
+
+    def send_msg(self, msg: dict[str, Any]) -> None:
+        """Send a custom message to every view (``anywidget``'s ``send``)."""
+        super().send(msg)
+
+    def _end(self, turn: Turn) -> None:
+        self._stream = None
+        with self.hold_sync():
+            self.status = "idle"
+            self._sync_messages()
+        for cb in list(self._callbacks):
+            with contextlib.suppress(
+                Exception
+            ):  # a user's callback must not break the panel
+                cb(turn)
+
+    def _sync_messages(self) -> None:
+        msgs: list[dict[str, Any]] = []
+        for turn in self.transcript:
+            msgs.append(_user_message(turn))
+            msgs.append(_message(turn))
+        self.messages = msgs
+        self.totals = _totals(self.transcript)
+
+    # -- from the browser ---------------------------------------------------------------
+    def _handle(self, _w: Any, content: Any, _buffers: Any) -> None:
+        if not isinstance(content, dict):
+            return
+        kind = content.get("type")
+        if kind == "submit" and isinstance(content.get("text"), str):
+            if self.status != "streaming" and content["text"].strip():
+                self.send(content["text"])
+        elif kind == "stop":
+            self.stop()
+        elif kind == "retry":
+            if self.status != "streaming":
+                self.retry()
+        elif kind == "resync":
+            msg: dict[str, Any] = {
+                "type": "snapshot",
+                "id": self._live_id,
+                "seq": self._seq,
+                "text": "".join(self._live_text),
+                "reasoning": "".join(self._live_reasoning),
+            }
+            if self._stream is not None:
+                msg["readout"] = readout(self._stream.turn)
+            self.send_msg(msg)
+
+
+def _totals(transcript: Transcript) -> dict[str, Any]:
+    inp = out = 0
+    estimated = False
+    elapsed = 0.0
+    for t in transcript:
+        if t.usage is not None:
+            inp += t.usage.input_tokens or 0
+            out += t.usage.output_tokens or 0
+            estimated = estimated or t.usage.estimated
+        elapsed += t.metrics.elapsed_s or 0.0
+    return {
+        "turns": len(transcript),
+        "input_tokens": inp,
+        "output_tokens": out,
+        "estimated": estimated,
+        "elapsed_s": elapsed,
+    }
