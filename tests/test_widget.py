@@ -1,0 +1,224 @@
+"""``ChatWidget`` in a real kernel: the messages a browser would send and receive.
+
+(The browser itself, clicking and painting, is tested in test_browser.py.)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.kernel import Kernel
+from tests.loopback import STALL, LoopbackServer, Reply, openai_chunks
+
+SECRET = "sk-test-WIDGETSECRET-0123456789abcdef"
+USAGE = {"prompt_tokens": 5, "completion_tokens": 8, "total_tokens": 13}
+
+
+@pytest.fixture(scope="module")
+def srv() -> Iterator[LoopbackServer]:
+    with LoopbackServer() as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def kernel(srv: LoopbackServer) -> Iterator[Kernel]:
+    saved = dict(os.environ)
+    try:
+        for k in list(os.environ):
+            if k.startswith(("NBSTREAM_", "OPENAI_", "ANTHROPIC_")):
+                del os.environ[k]
+        os.environ.update(
+            NBSTREAM_BASE_URL=srv.base_url,
+            NBSTREAM_MODEL="widget-model",
+            NBSTREAM_API_KEY=SECRET,
+        )
+        k = Kernel()
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    try:
+        yield k
+        leaked = [m for m in k.iopub() if SECRET in json.dumps(m.content)]
+        assert not leaked, leaked[:1]
+    finally:
+        k.close()
+
+
+def widget_comm(kernel: Kernel, var: str) -> str:
+    return kernel.eval(f"{var}.comm.comm_id").strip("'")
+
+
+def send_comm(kernel: Kernel, comm_id: str, content: dict[str, Any]) -> None:
+    msg = kernel.kc.session.msg(
+        "comm_msg",
+        {"comm_id": comm_id, "data": {"method": "custom", "content": content}},
+    )
+    kernel.kc.shell_channel.send(msg)
+
+
+def customs(kernel: Kernel, comm_id: str, kind: str) -> list[dict[str, Any]]:
+    out = []
+    for m in kernel.iopub():
+        if m.type == "comm_msg" and m.content.get("comm_id") == comm_id:
+            data = m.content["data"]
+            if data.get("method") == "custom" and data["content"].get("type") == kind:
+                out.append(data["content"])
+    return out
+
+
+def state_updates(kernel: Kernel, comm_id: str) -> list[dict[str, Any]]:
+    return [
+        m.content["data"]["state"]
+        for m in kernel.iopub()
+        if m.type == "comm_msg"
+        and m.content.get("comm_id") == comm_id
+        and m.content["data"].get("method") == "update"
+    ]
+
+
+def test_submit_from_the_panel_streams_deltas_and_commits_the_reply(
+    kernel: Kernel, srv: LoopbackServer
+) -> None:
+    words = [f" w{i}" for i in range(40)]
+    srv.enqueue(Reply.events(openai_chunks(words, usage=USAGE), delay=0.01))
+    kernel.run(
+        "from nbstream import ChatWidget\nc1 = ChatWidget(system='Be brief.')\n"
+        "done = []\nc1.on_turn(done.append)"
+    )
+    comm = widget_comm(kernel, "c1")
+    send_comm(kernel, comm, {"type": "submit", "text": "Count to forty"})
+    assert kernel.wait_for(lambda: kernel.eval("len(done)") == "1", 15)
+    deltas = customs(kernel, comm, "delta")
+    assert [d["seq"] for d in deltas] == list(range(1, len(deltas) + 1))
+    assert "".join(d.get("text", "") for d in deltas) == "".join(words)
+    assert 2 <= len(deltas) < len(words)  # coalesced
+    # the committed messages trait has the final text: saved widget state is complete
+    msgs = json.loads(kernel.eval("__import__('json').dumps(c1.messages)").strip("'"))
+    assert [m["role"] for m in msgs] == ["user", "assistant"]
+    assert msgs[0]["text"] == "Count to forty"
+    assert msgs[1]["text"] == "".join(words) and msgs[1]["status"] == "complete"
+    assert msgs[1]["readout"]["output_tokens"] == 8
+    totals = json.loads(kernel.eval("__import__('json').dumps(c1.totals)").strip("'"))
+    assert totals["turns"] == 1 and totals["input_tokens"] == 5
+    assert srv.requests[-1].json["messages"][0] == {
+        "role": "system",
+        "content": "Be brief.",
+    }
+    # no API key anywhere in the widget's synced state
+    state = kernel.eval("__import__('json').dumps(c1.get_state())")
+    assert SECRET not in state
+    assert kernel.eval("repr(c1)") == "\"ChatWidget(model='widget-model', turns=1)\""
+
+
+def test_stop_from_the_panel_closes_the_connection_before_the_first_token(
+    kernel: Kernel, srv: LoopbackServer
+) -> None:
+    srv.enqueue(Reply(chunks=[STALL]))
+    kernel.run("c2 = ChatWidget()\nc2.send('hello')")
+    assert srv.wait_for(
+        lambda: srv.requests[-1].json["messages"][-1]["content"] == "hello", 5
+    )
+    seen = srv.requests[-1]
+    assert (
+        kernel.eval("c2.status") == "'streaming'"
+    )  # Stop is possible: a request is out
+    send_comm(kernel, widget_comm(kernel, "c2"), {"type": "stop"})
+    assert srv.wait_for(lambda: seen.client_closed_at is not None, 5)
+    assert kernel.wait_for(lambda: kernel.eval("c2.status") == "'idle'", 5)
+    assert kernel.eval("c2.transcript[-1].status") == "'cancelled'"
+
+
+def test_stop_mid_reply_keeps_the_partial_text_everywhere(
+    kernel: Kernel, srv: LoopbackServer
+) -> None:
+    chunks = [
+        f"data: {c}\n\n".encode()
+        for c in openai_chunks([" half", " a"], finish=None, done=False)
+    ]
+    srv.enqueue(Reply(chunks=[*chunks, STALL]))
+    kernel.run("c3 = ChatWidget()\nc3.send('tell me')")
+    comm = widget_comm(kernel, "c3")
+    assert kernel.wait_for(
+        lambda: (
+            "".join(d.get("text", "") for d in customs(kernel, comm, "delta"))
+            == " half a"
+        ),
+        10,
+    )
+    seen = srv.requests[-1]
+    kernel.run("c3.stop()")
+    assert srv.wait_for(lambda: seen.client_closed_at is not None, 5)
+    assert kernel.wait_for(lambda: kernel.eval("c3.status") == "'idle'", 5)
+    assert kernel.eval("c3.transcript[-1].text") == "' half a'"
+    assert kernel.eval("c3.messages[-1]['status']") == "'cancelled'"
+    assert kernel.eval("c3.messages[-1]['text']") == "' half a'"
+
+
+def test_a_late_view_gets_a_snapshot_of_the_reply_so_far(
+    kernel: Kernel, srv: LoopbackServer
+) -> None:
+    chunks = [
+        f"data: {c}\n\n".encode()
+        for c in openai_chunks([" one", " two"], finish=None, done=False)
+    ]
+    srv.enqueue(Reply(chunks=[*chunks, STALL]))
+    kernel.run("c4 = ChatWidget()\nc4.send('go')")
+    comm = widget_comm(kernel, "c4")
+    assert kernel.wait_for(
+        lambda: (
+            len(customs(kernel, comm, "delta")) >= 1
+            and "".join(d.get("text", "") for d in customs(kernel, comm, "delta"))
+            == " one two"
+        ),
+        10,
+    )
+    send_comm(kernel, comm, {"type": "resync"})  # what a reloaded page sends
+    assert kernel.wait_for(lambda: len(customs(kernel, comm, "snapshot")) == 1, 5)
+    snap = customs(kernel, comm, "snapshot")[0]
+    last = customs(kernel, comm, "delta")[-1]
+    assert snap["text"] == " one two" and snap["seq"] == last["seq"]
+    assert snap["id"] == last["id"]
+    kernel.run("c4.stop()")
+    assert kernel.wait_for(lambda: kernel.eval("c4.status") == "'idle'", 5)
+
+
+def test_an_error_shows_in_the_conversation_and_retry_sends_again(
+    kernel: Kernel, srv: LoopbackServer
+) -> None:
+    srv.enqueue(
+        Reply.json(
+            401,
+            {"error": {"message": "Invalid API key.", "type": "invalid_request_error"}},
+        )
+    )
+    kernel.run("c5 = ChatWidget()\nc5.send('first try')")
+    assert kernel.wait_for(lambda: kernel.eval("c5.status") == "'idle'", 10)
+    err = kernel.eval("c5.messages[-1]['error']")
+    assert "Invalid API key." in err and "401" in err
+    assert kernel.eval("c5.messages[-1]['status']") == "'error'"
+    srv.enqueue(Reply.events(openai_chunks([" fine"])))
+    send_comm(kernel, widget_comm(kernel, "c5"), {"type": "retry"})
+    assert kernel.wait_for(
+        lambda: kernel.eval("c5.transcript[-1].status") == "'complete'", 10
+    )
+    # the retried question is sent once: the failed turn is not part of the history
+    assert srv.requests[-1].json["messages"] == [
+        {"role": "user", "content": "first try"}
+    ]
+    assert kernel.eval("len(c5.messages)") == "4"  # both turns stay visible
+
+
+def test_sending_while_streaming_is_refused_with_a_clear_message(
+    kernel: Kernel, srv: LoopbackServer
+) -> None:
+    srv.enqueue(Reply(chunks=[STALL]))
+    kernel.run("c6 = ChatWidget()\nc6.send('one')")
+    ex = kernel.run("c6.send('two')")
+    assert ex.error is not None and "still streaming" in ex.error["evalue"]
+    kernel.run("c6.stop()")
+    assert kernel.wait_for(lambda: kernel.eval("c6.status") == "'idle'", 5)
