@@ -26,10 +26,10 @@ import random
 import threading
 import time
 import weakref
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from concurrent import futures
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from queue import SimpleQueue
 from types import TracebackType
 from typing import Any, TypeVar
@@ -45,7 +45,7 @@ from .errors import (
     NotAStreamError,
     ProviderStreamError,
 )
-from .events import Event
+from .events import ErrorEvent, Event, StreamWarning
 from .pipeline import Pipeline
 from .providers import anthropic, openai
 from .sse import DEFAULT_MAX_EVENT_SIZE
@@ -124,13 +124,16 @@ class _Producer:
     ) -> None:
         self.job, self.turn, self.http, self.emit = job, turn, http, emit
         self.pipeline: Pipeline | None = None
+        # When the current attempt was sent: the first-byte limit counts from there,
+        # so the wait before a retry does not eat into the next attempt's time.
+        self.attempt_t0 = 0.0
 
     async def run(self) -> Turn:
         job, turn = self.job, self.turn
         t0 = time.perf_counter()
         response: httpx2.Response | None = None
         try:
-            response = await self._open(t0)
+            response = await self._open()
             turn.metrics.ttfb_s = time.perf_counter() - t0
             pipe = self.pipeline = Pipeline(
                 job.api,
@@ -142,7 +145,9 @@ class _Producer:
             chunks = response.aiter_bytes()
             first = job.timeouts.first_byte
             limit = (
-                None if first is None else max(0.0, t0 + first - time.perf_counter())
+                None
+                if first is None
+                else max(0.0, self.attempt_t0 + first - time.perf_counter())
             )
             phase: Any = "first_byte"
             while True:
@@ -152,16 +157,16 @@ class _Producer:
                 except StopAsyncIteration:
                     break
                 except TimeoutError:
-                    raise self._timeout(phase, limit) from None
+                    raise self._timeout(phase) from None
                 events = pipe.feed(chunk, time.perf_counter() - t0)
                 if events:
-                    self.emit(events)
+                    self._emit(events)
                 if turn.done:
                     break  # [DONE] / message_stop: do not wait for the server to close
                 limit, phase = job.timeouts.idle, "idle"
             events = pipe.close(time.perf_counter() - t0)
             if events:
-                self.emit(events)
+                self._emit(events)
             if turn.status == "error":
                 err = turn.error
                 raise ProviderStreamError(
@@ -197,6 +202,29 @@ class _Producer:
             if response is not None:
                 await response.aclose()
 
+    def _emit(self, events: list[Event]) -> None:
+        # Network text that lands on the turn or in an event (an error event's message,
+        # a warning quoting a malformed chunk) may quote the key back: scrub it first.
+        # Checked per batch only once there is an error or a warning: O(1) otherwise.
+        if self.job.secrets and (self.turn.error is not None or self.turn.warnings):
+            events = self._scrub_events(events)
+        self.emit(events)
+
+    def _scrub_events(self, events: list[Event]) -> list[Event]:
+        job, turn = self.job, self.turn
+        if turn.error is not None:
+            turn.error.message = job.scrub(turn.error.message)
+        turn.warnings[:] = [job.scrub(w) for w in turn.warnings]
+        out: list[Event] = []
+        for ev in events:
+            if isinstance(ev, ErrorEvent):
+                raw = job.scrub(json.dumps(ev.raw, ensure_ascii=False))
+                ev = replace(ev, message=job.scrub(ev.message), raw=json.loads(raw))
+            elif isinstance(ev, StreamWarning):
+                ev = replace(ev, message=job.scrub(ev.message))
+            out.append(ev)
+        return out
+
     def _end(self, status: Any, t0: float) -> None:
         turn = self.turn
         if turn.status == "streaming":
@@ -221,22 +249,23 @@ class _Producer:
         self.turn.status = "error"
         self._end("error", t0)
 
-    def _timeout(self, phase: Any, limit: float | None) -> APITimeoutError:
+    def _timeout(self, phase: Any) -> APITimeoutError:
         what = (
             "the first byte of the reply"
             if phase == "first_byte"
             else "the next piece of the reply"
         )
         setting = "first_byte" if phase == "first_byte" else "idle"
+        limit = getattr(self.job.timeouts, setting)  # the setting, not what was left
         return APITimeoutError(
-            f"No answer from {self.job.settings.base_url} within {limit:.3g} s while "
+            f"No answer from {self.job.settings.base_url} within {limit:g} s while "
             f"waiting for {what}. The partial reply is kept. If the model is just slow, "
             f"raise the limit: Client(timeout=Timeouts({setting}=...)).",
             phase=phase,
             turn=self.turn,
         )
 
-    async def _open(self, t0: float) -> httpx2.Response:
+    async def _open(self) -> httpx2.Response:
         job, turn = self.job, self.turn
         attempt = 0
         while True:
@@ -245,21 +274,19 @@ class _Producer:
             error: NbstreamError
             headers: httpx2.Headers | None = None
             first = job.timeouts.first_byte
-            limit = (
-                None if first is None else max(0.0, t0 + first - time.perf_counter())
-            )
+            self.attempt_t0 = time.perf_counter()
             request = self.http.build_request(
                 "POST", job.url, json=job.body(), headers=job.headers
             )
             try:
-                async with asyncio.timeout(limit):
+                async with asyncio.timeout(first):
                     response = await self.http.send(request, stream=True)
             except TimeoutError:
-                raise self._timeout("first_byte", limit) from None
+                raise self._timeout("first_byte") from None
             except httpx2.ConnectTimeout:
                 error = APITimeoutError(
                     f"Could not connect to {job.settings.base_url} within "
-                    f"{job.timeouts.connect} s (tried {attempt} times). Check the base "
+                    f"{job.timeouts.connect} s (tried {_times(attempt)}). Check the base "
                     f"URL (from {job.settings.source}) and your network.",
                     phase="connect",
                 )
@@ -316,7 +343,7 @@ class _Producer:
         )
         return self.job.scrub(
             f"Could not connect to {s.base_url} ({type(exc).__name__}: {exc}; tried "
-            f"{attempt} times). {hint}"
+            f"{_times(attempt)}). {hint}"
         )
 
     async def _check_stream(self, response: httpx2.Response) -> None:
@@ -372,6 +399,10 @@ class _Producer:
         )
 
 
+def _times(n: int) -> str:
+    return "once" if n == 1 else f"{n} times"
+
+
 def _status_hint(
     status: int, job: _Job, retry_after: float | None, attempt: int
 ) -> str:
@@ -385,9 +416,11 @@ def _status_hint(
         return "Check the model name and the base URL (it usually ends in /v1)."
     if status == 429:
         wait = f"retry after {retry_after:g} s" if retry_after is not None else "wait"
-        return f"Rate limited (tried {attempt} times): {wait}, or send fewer requests."
+        return (
+            f"Rate limited (tried {_times(attempt)}): {wait}, or send fewer requests."
+        )
     if status >= 500:
-        return f"The server failed (tried {attempt} times); try again later."
+        return f"The server failed (tried {_times(attempt)}); try again later."
     return "The provider's message says what to change in the request."
 
 
@@ -515,6 +548,8 @@ class AsyncStream:
 
     async def _run(self, producer: _Producer) -> Turn:
         try:
+            if self.turn.status == "cancelled":
+                raise asyncio.CancelledError  # stopped before it started: send nothing
             return await producer.run()
         finally:
             self._queue.put_nowait(_END)
@@ -531,13 +566,31 @@ class AsyncStream:
     ) -> None:
         await self.aclose()
 
-    def __aiter__(self) -> AsyncStream:
+    def __aiter__(self) -> AsyncIterator[Event]:
         self._start()
-        return self
+        return self._events()
+
+    async def _events(self) -> AsyncIterator[Event]:
+        # An async generator, so that leaving an ``async for`` early (``break``, an
+        # exception) stops the request when the loop finalizes it, as the sync
+        # ``Stream`` does; ``__anext__`` alone would leave the request running.
+        finished = False
+        try:
+            while True:
+                try:
+                    ev = await self.__anext__()
+                except StopAsyncIteration:
+                    finished = True
+                    return
+                yield ev
+        finally:
+            if not finished:
+                self.cancel()
 
     async def __anext__(self) -> Event:
         while True:
             if self._stop:
+                await self._settle()
                 raise StopAsyncIteration
             ev = next(self._batch, None)
             if ev is not None:
@@ -557,7 +610,24 @@ class AsyncStream:
             if not task.cancelled():
                 raise  # we were cancelled ourselves
             _mark_cancelled(self.turn)
-            return self.turn
+            me = asyncio.current_task()
+            if me is not None and me.cancelling():
+                # The caller's own task was cancelled (task.cancel(), asyncio.timeout,
+                # a TaskGroup): that cancelled the request too; let it propagate.
+                raise
+            return self.turn  # Stopped with cancel(): the stopped turn is the result
+
+    async def _settle(self) -> None:
+        """After a stop: wait until the producer has closed the response."""
+        task = self._task
+        if task is not None:
+            if not task.done():
+                task.cancel()
+            await asyncio.wait([task])
+            if not task.cancelled():
+                task.exception()  # reported by iteration or wait(); mark it retrieved
+                return
+        _mark_cancelled(self.turn)
 
     async def wait(self) -> Turn:
         """Run to the end and return the turn (raises if it failed)."""
@@ -578,22 +648,15 @@ class AsyncStream:
             return
         if _in_loop(loop):
             task.cancel()
-        else:
+        elif not loop.is_closed():
             loop.call_soon_threadsafe(task.cancel)
 
     async def aclose(self) -> None:
-        """Cancel if still running, and wait until the connection is closed."""
-        task = self._task
-        if task is None:
-            _mark_cancelled(self.turn)
-            return
-        if not task.done():
-            task.cancel()
-        await asyncio.wait([task])
-        if task.cancelled():
-            _mark_cancelled(self.turn)
-        elif task.exception() is not None:
-            pass  # already reported by iteration or wait(); the turn holds it
+        """Cancel if still running, and wait until the connection is closed.
+        (A failure was already reported by iteration or ``wait()``; the turn holds it.)
+        """
+        self._stop = True
+        await self._settle()
 
 
 class Stream:
@@ -611,6 +674,8 @@ class Stream:
         self._queue: SimpleQueue[list[Event]] = SimpleQueue()
         self._future: Future[Turn] | None = None
         self._loop: _LoopThread | None = None
+        self._task: asyncio.Task[Turn] | None = None  # set and used on the loop thread
+        self._cancel_requested = False  # likewise
         self._stop = False
         self._consuming = True
 
@@ -622,11 +687,28 @@ class Stream:
 
     async def _run(self) -> Turn:
         assert self._loop is not None
-        http = self._client._http_for(self._loop.loop)
+        self._task = asyncio.current_task()
         try:
+            if self._cancel_requested or self.turn.status == "cancelled":
+                raise asyncio.CancelledError  # stopped before it started: send nothing
+            http = self._client._http_for(self._loop.loop)
             return await _Producer(self._job, self.turn, http, self._emit).run()
         finally:
             self._queue.put(_END)
+
+    def _cancel_in_loop(self) -> None:
+        self._cancel_requested = True
+        if self._task is not None:
+            self._task.cancel()
+
+    def _request_cancel(self) -> None:
+        """Cancel the producer task (from any thread). The future completes only when
+        the task has finished, i.e. after its ``finally`` closed the response.
+        (Cancelling the concurrent future itself would complete it at once, before the
+        connection is closed, and could drop the end-of-stream marker.)"""
+        lt = self._loop
+        if lt is not None and not lt.loop.is_closed():
+            lt.loop.call_soon_threadsafe(self._cancel_in_loop)
 
     def __enter__(self) -> Stream:
         self._start()
@@ -651,6 +733,7 @@ class Stream:
                 batch = self._queue.get()
                 if batch is _END:
                     finished = True
+                    self._stop = True  # iterating again ends at once (no second _END)
                     self._result()
                     return
                 for ev in batch:
@@ -699,19 +782,18 @@ class Stream:
         if self._future is None:
             _mark_cancelled(self.turn)
         else:
-            self._future.cancel()
+            self._request_cancel()
 
     def close(self, timeout: float = 10.0) -> None:
         """Cancel if still running, and wait until the connection is closed."""
         fut = self._future
+        self._stop = True
         if fut is None:
             _mark_cancelled(self.turn)
             return
-        self._stop = True
-        fut.cancel()
-        done = threading.Event()
-        fut.add_done_callback(lambda _f: done.set())
-        done.wait(timeout)
+        if not fut.done():
+            self._request_cancel()
+            futures.wait([fut], timeout)
         if fut.cancelled():
             _mark_cancelled(self.turn)
 

@@ -9,6 +9,7 @@ the connection" is unambiguous: a read on the socket returns EOF.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip as gzip_mod
 import json
 import threading
@@ -21,6 +22,21 @@ STALL = "stall"  # a chunk that stops sending until the client goes away (bounde
 DROP = "drop"  # a chunk that aborts the connection mid-body
 
 
+class Gate:
+    """A chunk that holds the reply until the test calls ``open()`` (bounded: 30 s),
+    so a test can check what the client saw while the server is still waiting."""
+
+    def __init__(self) -> None:
+        self._flag = threading.Event()
+
+    def open(self) -> None:
+        self._flag.set()
+
+    @property
+    def is_open(self) -> bool:
+        return self._flag.is_set()
+
+
 @dataclass
 class Reply:
     """What the server sends for one request."""
@@ -29,7 +45,7 @@ class Reply:
     headers: dict[str, str] = field(
         default_factory=lambda: {"content-type": "text/event-stream"}
     )
-    chunks: list[bytes | float | str] = field(default_factory=list)
+    chunks: list[bytes | float | str | Gate] = field(default_factory=list)
     framing: Literal["chunked", "length", "close"] = "chunked"
     gzip: bool = False
     delay_headers: float = 0.0  # seconds before the status line
@@ -64,10 +80,16 @@ class Reply:
         return cls(chunks=chunks, **kw)
 
     @classmethod
-    def json(cls, status: int, body: Any, headers: dict[str, str] | None = None) -> Reply:
+    def json(
+        cls, status: int, body: Any, headers: dict[str, str] | None = None
+    ) -> Reply:
         h = {"content-type": "application/json", **(headers or {})}
-        return cls(status=status, headers=h, chunks=[json.dumps(body).encode()],
-                   framing="length")
+        return cls(
+            status=status,
+            headers=h,
+            chunks=[json.dumps(body).encode()],
+            framing="length",
+        )
 
 
 @dataclass
@@ -81,24 +103,56 @@ class Seen:
     received_at: float
     finished_at: float | None = None  # when the reply ended (sent or abandoned)
     client_closed_at: float | None = None  # when the client hung up mid-reply
+    stalled_at: float | None = None  # when the server began waiting at a STALL or Gate
 
     @property
     def json(self) -> Any:
         return json.loads(self.body)
 
 
-def openai_chunks(words: list[str], *, finish: str | None = "stop",
-                  usage: dict[str, int] | None = None, done: bool = True) -> list[str]:
+def openai_chunks(
+    words: list[str],
+    *,
+    finish: str | None = "stop",
+    usage: dict[str, int] | None = None,
+    done: bool = True,
+) -> list[str]:
     """The ``data:`` payloads of an OpenAI-style stream that says ``words``."""
-    base = {"id": "chatcmpl-test", "object": "chat.completion.chunk", "model": "test-model"}
-    out = [json.dumps({**base, "choices": [{"index": 0, "delta": {"role": "assistant",
-                                                                   "content": ""}}]})]
+    base = {
+        "id": "chatcmpl-test",
+        "object": "chat.completion.chunk",
+        "model": "test-model",
+    }
+    out = [
+        json.dumps(
+            {
+                **base,
+                "choices": [
+                    {"index": 0, "delta": {"role": "assistant", "content": ""}}
+                ],
+            }
+        )
+    ]
     for w in words:
-        out.append(json.dumps({**base, "choices": [{"index": 0, "delta": {"content": w},
-                                                     "finish_reason": None}]}))
+        out.append(
+            json.dumps(
+                {
+                    **base,
+                    "choices": [
+                        {"index": 0, "delta": {"content": w}, "finish_reason": None}
+                    ],
+                }
+            )
+        )
     if finish:
-        out.append(json.dumps({**base, "choices": [{"index": 0, "delta": {},
-                                                     "finish_reason": finish}]}))
+        out.append(
+            json.dumps(
+                {
+                    **base,
+                    "choices": [{"index": 0, "delta": {}, "finish_reason": finish}],
+                }
+            )
+        )
     if usage:
         out.append(json.dumps({**base, "choices": [], "usage": usage}))
     if done:
@@ -160,13 +214,19 @@ class LoopbackServer:
         with self._cond:
             self._cond.notify_all()
 
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _handle(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
         with self._lock:
             self.connections += 1
         try:
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
-        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError,
-                ConnectionError):
+        except (
+            asyncio.IncompleteReadError,
+            asyncio.LimitOverrunError,
+            TimeoutError,
+            ConnectionError,
+        ):
             writer.close()
             return
         lines = head.decode("latin-1").split("\r\n")
@@ -182,8 +242,13 @@ class LoopbackServer:
         seen = Seen(method, path, headers, body, time.monotonic())
         with self._lock:
             self.requests.append(seen)
-            spec = self._replies.pop(0) if self._replies else Reply.json(
-                500, {"error": {"message": "the test server has no reply queued"}})
+            spec = (
+                self._replies.pop(0)
+                if self._replies
+                else Reply.json(
+                    500, {"error": {"message": "the test server has no reply queued"}}
+                )
+            )
         self._notify()
         reply = spec(seen) if callable(spec) else spec
 
@@ -201,7 +266,7 @@ class LoopbackServer:
 
         watcher = asyncio.ensure_future(watch())
         try:
-            await self._send(reply, writer, gone)
+            await self._send(reply, writer, gone, seen)
         except (ConnectionError, OSError):
             pass
         finally:
@@ -215,14 +280,21 @@ class LoopbackServer:
             writer.close()
             self._notify()
 
-    async def _send(self, reply: Reply, writer: asyncio.StreamWriter,
-                    gone: asyncio.Event) -> None:
+    async def _send(
+        self,
+        reply: Reply,
+        writer: asyncio.StreamWriter,
+        gone: asyncio.Event,
+        seen: Seen,
+    ) -> None:
         if reply.delay_headers:
+            seen.stalled_at = time.monotonic()
+            self._notify()
             try:
                 await asyncio.wait_for(gone.wait(), reply.delay_headers)
                 return
             except TimeoutError:
-                pass
+                seen.stalled_at = None
         headers = dict(reply.headers)
         headers["connection"] = "close"
         chunks = reply.chunks
@@ -233,11 +305,19 @@ class LoopbackServer:
         if reply.framing == "chunked":
             headers["transfer-encoding"] = "chunked"
         elif reply.framing == "length":
-            headers["content-length"] = str(sum(len(c) for c in chunks
-                                                if isinstance(c, bytes)))
-        status_line = f"HTTP/1.1 {reply.status} {_REASONS.get(reply.status, 'Status')}\r\n"
-        writer.write((status_line + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
-                      + "\r\n").encode("latin-1"))
+            headers["content-length"] = str(
+                sum(len(c) for c in chunks if isinstance(c, bytes))
+            )
+        status_line = (
+            f"HTTP/1.1 {reply.status} {_REASONS.get(reply.status, 'Status')}\r\n"
+        )
+        writer.write(
+            (
+                status_line
+                + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+                + "\r\n"
+            ).encode("latin-1")
+        )
         await writer.drain()
         for chunk in chunks:
             if gone.is_set():
@@ -248,11 +328,24 @@ class LoopbackServer:
                     return
                 except TimeoutError:
                     continue
+            if isinstance(chunk, Gate):
+                seen.stalled_at = time.monotonic()
+                self._notify()
+                deadline = time.monotonic() + 30
+                while not chunk.is_open and not gone.is_set():
+                    if time.monotonic() > deadline:
+                        return
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(gone.wait(), 0.005)
+                seen.stalled_at = None
+                if gone.is_set():
+                    return
+                continue
             if chunk == STALL:
-                try:
+                seen.stalled_at = time.monotonic()
+                self._notify()
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(gone.wait(), 30)
-                except TimeoutError:
-                    pass
                 return
             if chunk == DROP:
                 transport = writer.transport
@@ -286,7 +379,17 @@ class LoopbackServer:
         self.close()
 
 
-_REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found",
-            408: "Request Timeout", 409: "Conflict", 422: "Unprocessable Entity",
-            429: "Too Many Requests", 500: "Internal Server Error", 502: "Bad Gateway",
-            503: "Service Unavailable", 529: "Overloaded"}
+_REASONS = {
+    200: "OK",
+    400: "Bad Request",
+    401: "Unauthorized",
+    404: "Not Found",
+    408: "Request Timeout",
+    409: "Conflict",
+    422: "Unprocessable Entity",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+    529: "Overloaded",
+}
