@@ -1,5 +1,6 @@
 """Where a client's settings come from: argument → ``NBSTREAM_*`` → provider variables
-→ built-in default. Reads the environment; does no other I/O.
+→ built-in default. Reads the environment, and the small state file of a running local
+model server; does no other I/O.
 
 With nothing configured at all, nbstream talks to the local model server that
 ``python -m nbstream.local`` starts (a real model, no key, no network).
@@ -7,15 +8,25 @@ With nothing configured at all, nbstream talks to the local model server that
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import cast
 
 from .errors import ConfigurationError
 from .transcript import Api
 
-__all__ = ["LOCAL_BASE_URL", "LOCAL_MODEL", "Secret", "Settings", "Timeouts", "resolve"]
+__all__ = [
+    "LOCAL_BASE_URL",
+    "LOCAL_MODEL",
+    "Secret",
+    "Settings",
+    "Timeouts",
+    "local_state_path",
+    "resolve",
+]
 
 LOCAL_PORT = 8910
 LOCAL_BASE_URL = f"http://127.0.0.1:{LOCAL_PORT}/v1"
@@ -26,6 +37,23 @@ DEFAULT_MODELS: dict[Api, str] = {
     "openai": "gpt-4o-mini",
     "anthropic": "claude-sonnet-4-5",
 }
+
+
+def local_state_path(env: Mapping[str, str] | None = None) -> Path:
+    """Where ``python -m nbstream.local`` records the URL it serves on."""
+    env = os.environ if env is None else env
+    cache = env.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(cache) / "nbstream" / "local.json"
+
+
+def _local_server(env: Mapping[str, str]) -> str | None:
+    """The base URL of a running ``nbstream.local`` server on a non-default port."""
+    try:
+        state = json.loads(local_state_path(env).read_text())
+        os.kill(int(state["pid"]), 0)  # is it still running?
+        return str(state["base_url"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 class Secret:
@@ -126,7 +154,8 @@ def resolve(
     elif key:
         url, source = OPENAI_BASE_URL, "the OpenAI default (an API key is set)"
     else:
-        url, source = LOCAL_BASE_URL, "the local-model default (nothing is configured)"
+        url = _local_server(env) or LOCAL_BASE_URL
+        source = "the local-model default (nothing is configured)"
     if not url.startswith(("http://", "https://")):
         raise ConfigurationError(
             f"base URL {url!r} (from {source}) must start with http:// or https://, "
@@ -138,7 +167,7 @@ def resolve(
         the_model = model
     elif "NBSTREAM_MODEL" in e:
         the_model = e["NBSTREAM_MODEL"]
-    elif url == LOCAL_BASE_URL:
+    elif "local-model default" in source:
         the_model = LOCAL_MODEL
     else:
         the_model = DEFAULT_MODELS[the_api]

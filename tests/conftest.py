@@ -12,7 +12,9 @@ from tests.loopback import LoopbackServer
 
 # The team's shared fixtures sit beside the repository (../shared/fixtures).
 FIXTURES = Path(
-    os.environ.get("NBSTREAM_FIXTURES", Path(__file__).resolve().parents[2] / "shared" / "fixtures")
+    os.environ.get(
+        "NBSTREAM_FIXTURES", Path(__file__).resolve().parents[2] / "shared" / "fixtures"
+    )
 )
 STREAMS = FIXTURES / "streams"
 
@@ -30,11 +32,17 @@ def api_of(name: str) -> str:
 
 
 @pytest.fixture(autouse=True)
-def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Tests never see the developer's own keys or endpoints."""
+def _clean_env(
+    monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Tests never see the developer's own keys, endpoints or local model server."""
     for var in list(os.environ):
-        if var.startswith(("NBSTREAM_", "OPENAI_", "ANTHROPIC_")) and var != "NBSTREAM_FIXTURES":
+        if (
+            var.startswith(("NBSTREAM_", "OPENAI_", "ANTHROPIC_"))
+            and var != "NBSTREAM_FIXTURES"
+        ):
             monkeypatch.delenv(var)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
 
 
 @pytest.fixture
