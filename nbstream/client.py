@@ -22,6 +22,7 @@ import asyncio
 import email.utils
 import json
 import logging
+import os
 import random
 import threading
 import time
@@ -48,6 +49,7 @@ from .errors import (
 from .events import ErrorEvent, Event, StreamWarning
 from .pipeline import Pipeline
 from .providers import anthropic, openai
+from .replay import Recording, RecordingTransport, ReplayTransport
 from .sse import DEFAULT_MAX_EVENT_SIZE
 from .transcript import Api, ErrorInfo, Request, Turn
 
@@ -838,6 +840,9 @@ class Client:
         headers: dict[str, str] | None = None,
         max_event_size: int | None = DEFAULT_MAX_EVENT_SIZE,
         keep_raw_events: bool = False,
+        record: str | os.PathLike[str] | None = None,
+        replay: str | os.PathLike[str] | None = None,
+        replay_speed: float | None = None,
     ) -> None:
         self.settings = resolve(base_url, model, api, api_key)
         self.timeouts = Timeouts.of(timeout)
@@ -846,6 +851,14 @@ class Client:
         self.max_event_size = max_event_size
         self.keep_raw_events = keep_raw_events
         self._extra_headers = dict(headers or {})
+        # Record / replay (see nbstream.replay): argument, else environment.
+        env = os.environ
+        self.record = record or env.get("NBSTREAM_RECORD") or None
+        replay = replay or env.get("NBSTREAM_REPLAY") or None
+        self._recording = Recording.load(replay) if replay else None
+        if replay_speed is None:
+            replay_speed = float(env.get("NBSTREAM_REPLAY_SPEED") or 1.0)
+        self.replay_speed = replay_speed
         self._http: weakref.WeakKeyDictionary[
             asyncio.AbstractEventLoop, httpx2.AsyncClient
         ]
@@ -879,12 +892,19 @@ class Client:
         http = self._http.get(loop)
         if http is None:
             t = self.timeouts
+            verify = self.base_url.startswith("https://")
+            transport: httpx2.AsyncBaseTransport | None = None
+            if self._recording is not None:
+                transport = ReplayTransport(self._recording, self.replay_speed)
+            elif self.record:
+                transport = RecordingTransport(self.record, verify=verify)
             http = httpx2.AsyncClient(
+                transport=transport,
                 timeout=httpx2.Timeout(
                     connect=t.connect, read=None, write=t.idle, pool=t.connect
                 ),
                 # No TLS context for plain-http servers (local models): it costs ~50 ms.
-                verify=self.base_url.startswith("https://"),
+                verify=verify,
             )
             self._http[loop] = http
         return http

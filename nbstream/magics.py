@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import shlex
 import string
 import sys
@@ -49,6 +50,7 @@ from .errors import ConfigurationError, NbstreamError
 from .events import Event, TextDelta
 from .render import final_bundle, readout_text
 from .render import readout as readout_of
+from .replay import ReplayError
 from .transcript import Turn
 
 __all__ = [
@@ -59,6 +61,7 @@ __all__ = [
 ]
 
 Mode = Literal["interactive", "batch", "terminal"]
+_ENV = ("NBSTREAM_", "OPENAI_", "ANTHROPIC_", "XDG_CACHE_HOME")
 
 
 @dataclass
@@ -75,6 +78,8 @@ class _Options:
     interpolate: bool
     new: bool
     background: bool
+    record: str | None
+    replay: str | None
 
 
 @magics_class
@@ -150,6 +155,11 @@ class ChatMagics(Magics):
         "--background",
         action="store_true",
         help="Return at once; stream in the background.",
+    )
+    @argument("--record", help="Append this exchange to a recording file (JSON Lines).")
+    @argument(
+        "--replay",
+        help="Answer from a recording file or folder instead of the network.",
     )
     @cell_magic
     def chat(self, line: str, cell: str) -> None:
@@ -263,7 +273,11 @@ class ChatMagics(Magics):
         model = opts.model or self.model
         api = opts.api or self.api
         timeout = opts.timeout if opts.timeout is not None else self.timeout
-        key = (base_url, model, api, timeout)
+        # %env changes between cells count too (a hash: no key kept in plain text here)
+        env = hash(
+            tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith(_ENV)))
+        )
+        key = (base_url, model, api, timeout, opts.record, opts.replay, env)
         client = self._clients.get(key)
         if client is None:
             try:
@@ -274,8 +288,10 @@ class ChatMagics(Magics):
                     timeout=Timeouts(first_byte=timeout, idle=timeout)
                     if timeout
                     else None,
+                    record=opts.record,
+                    replay=opts.replay,
                 )
-            except ConfigurationError as exc:
+            except (ConfigurationError, ReplayError) as exc:
                 raise UsageError(str(exc)) from None
             self._clients[key] = client
         return client
@@ -404,9 +420,7 @@ class ChatMagics(Magics):
         return len(running)
 
     def config_text(self) -> str:
-        opts = _Options(
-            None, None, None, None, None, None, None, None, None, False, False, False
-        )
+        opts = self.options("")
         try:
             client = self.client_for(opts)
         except UsageError as exc:

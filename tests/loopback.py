@@ -363,6 +363,9 @@ class LoopbackServer:
             await writer.drain()
 
     def close(self) -> None:
+        if not self._thread.is_alive():
+            return  # closed already
+
         async def stop() -> None:
             if self._server is not None:
                 self._server.close()
