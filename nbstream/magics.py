@@ -484,7 +484,8 @@ class _LiveOutput:
 
     def finish(self, turn: Turn) -> None:
         self._coalescer.flush()
-        self.view.finish(turn)
+        # The Markdown replaces the live view, which then closes: its final traits would
+        # never be seen or saved, so they are not sent (that saves the text once more).
         if self.handle is not None:
             self.handle.update(final_bundle(turn), raw=True)
         self.view.close()

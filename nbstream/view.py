@@ -34,7 +34,8 @@ def static_asset(name: str) -> Path:
 
 
 class ReplyView(anywidget.AnyWidget):
-    """One reply, live. ``push()`` sends a delta; ``finish(turn)`` settles the view."""
+    """One reply, live. ``push()`` sends a delta; the magic replaces the view with
+    Markdown when the turn ends."""
 
     _esm = static_asset("reply.js")
     _css = static_asset("reply.css")
@@ -77,15 +78,6 @@ class ReplyView(anywidget.AnyWidget):
         if turn is not None:
             msg["readout"] = readout(turn)
         self.send(msg)
-
-    def finish(self, turn: Turn) -> None:
-        self._turn = turn
-        with self.hold_sync():
-            self.text = turn.text
-            self.reasoning = turn.reasoning
-            self.error = turn.error.message if turn.error else ""
-            self.readout = readout(turn)
-            self.status = turn.status
 
     def _handle(self, _w: Any, content: Any, _buffers: Any) -> None:
         if not isinstance(content, dict):
