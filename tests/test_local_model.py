@@ -135,5 +135,5 @@ def test_missing_extra_says_how_to_install(tmp_path: Path) -> None:
 
 
 def test_start_error_is_clear_when_the_model_file_is_missing(tmp_path: Path) -> None:
-    with pytest.raises(LocalModelError, match="did not answer|exited"):
+    with pytest.raises(LocalModelError, match=r"did not answer|exited"):
         start(port=0, model=tmp_path / "missing.gguf", ready_timeout=30)
