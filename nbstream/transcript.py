@@ -10,8 +10,11 @@ Plain data, no I/O but ``save``/``load``. A turn is always current: while it str
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import json
 import os
+import re
 import time
 import uuid
 from array import array
@@ -39,6 +42,7 @@ __all__ = [
 Status = Literal["streaming", "complete", "cancelled", "error", "incomplete"]
 Api = Literal["openai", "anthropic"]
 FORMAT_VERSION = 1
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class TextBuffer:
@@ -64,7 +68,11 @@ class TextBuffer:
     @property
     def value(self) -> str:
         if self._cache is None:
-            self._cache = "".join(self._blocks) + "".join(self._parts)
+            text = "".join(self._blocks) + "".join(self._parts)
+            if _SURROGATE.search(text):  # an emoji's UTF-16 halves in two chunks
+                b = text.encode("utf-16-le", "surrogatepass")
+                text = b.decode("utf-16-le", "surrogatepass")
+            self._cache = text
         return self._cache
 
     def __bool__(self) -> bool:
@@ -391,7 +399,8 @@ class Turn:
     def reply_message(self, api: Api) -> dict[str, Any] | None:
         """The assistant message of choice 0, in ``api``'s format (None if empty)."""
         ch = self.choices[0]
-        text, calls = ch.text, ch.tool_calls
+        # a refusal is the reply: without it the refused question looks unanswered
+        text, calls = ch.text or ch.refusal or "", ch.tool_calls
         if api == "openai":
             if not text and not calls:
                 return None
@@ -497,8 +506,8 @@ class Transcript:
     """The turns of a conversation, every one kept: finished, stopped or failed.
 
     >>> tr = Transcript()
-    >>> tr.to_json()[:30]
-    '{"format": "nbstream.transcri'
+    >>> tr.to_json()[:31]
+    '{"format": "nbstream.transcript'
     """
 
     def __init__(
@@ -551,7 +560,7 @@ class Transcript:
             reply = turn.reply_message(api)
             if reply is not None:
                 out.append(reply)
-        return out
+        return copy.deepcopy(out)  # editing the history must not edit the record
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -566,7 +575,7 @@ class Transcript:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Transcript:
-        if d.get("format") != "nbstream.transcript":
+        if not isinstance(d, dict) or d.get("format") != "nbstream.transcript":
             raise ValueError(
                 "not an nbstream transcript (no 'format': 'nbstream.transcript')"
             )
@@ -583,10 +592,21 @@ class Transcript:
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the transcript as JSON (atomically: a crash leaves the old file)."""
+        try:  # serialise before any file is touched
+            data = self.to_json(indent=1).encode("utf-8")
+        except UnicodeEncodeError:  # lone surrogates (a pair split across chunks):
+            data = json.dumps(self.to_dict(), indent=1).encode()  # \u escapes keep them
         tmp = f"{os.fspath(path)}.tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(self.to_json(indent=1))
-        os.replace(tmp, path)
+        try:
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Transcript:
