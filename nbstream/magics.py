@@ -48,7 +48,7 @@ from .config import Timeouts, resolve
 from .conversation import Conversation
 from .errors import ConfigurationError, NbstreamError
 from .events import Event, TextDelta
-from .render import final_bundle, readout_text
+from .render import escape_html_outside_code, final_bundle, readout_text
 from .render import readout as readout_of
 from .replay import ReplayError
 from .transcript import Turn
@@ -507,17 +507,22 @@ def _batch_bundle(turn: Turn) -> dict[str, str]:
             )
         }
     )
-    bundle["text/markdown"] += f"\n\n<sub>{line}</sub>"
+    bundle["text/markdown"] += f"\n\n<sub>{line.replace('<', '&lt;')}</sub>"
     bundle["text/plain"] += f"\n\n[{line}]"
     return bundle
 
 
 def _history_markdown(conv: Conversation) -> str:
+    # what people and models wrote is escaped: HTML in it shows as text
     parts = []
     for turn in conv.transcript:
         for m in turn.request.messages:
-            parts.append(f"**{m.get('role', 'user')}:** {m.get('content')}")
-        parts.append(f"**assistant** *({turn.status})*: {turn.text or ''}")
+            said = escape_html_outside_code(str(m.get("content")))
+            parts.append(
+                f"**{escape_html_outside_code(str(m.get('role', 'user')))}:** {said}"
+            )
+        reply = escape_html_outside_code(turn.text or "")
+        parts.append(f"**assistant** *({turn.status})*: {reply}")
     return "\n\n".join(parts) or "*(no turns yet)*"
 
 

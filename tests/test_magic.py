@@ -388,3 +388,11 @@ def test_history_list_and_clear(kernel: Kernel, srv: LoopbackServer) -> None:
     ex = kernel.run("%chat frobnicate")
     assert ex.reply is not None and ex.reply["status"] == "error"
     assert "not an action" in ex.stderr
+
+
+def test_history_shows_model_html_as_text(kernel: Kernel, srv: LoopbackServer) -> None:
+    srv.enqueue(Reply.events(openai_chunks(["<img src=x onerror=alert(1)>"])))
+    kernel.run("%%chat -c histxss\n<b>me</b>")
+    md = kernel.run("%chat history histxss").displays()[-1]["data"]["text/markdown"]
+    assert "<img" not in md and "<b>" not in md
+    assert "&lt;img src=x onerror=alert(1)>" in md and "&lt;b>me" in md
