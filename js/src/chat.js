@@ -1,5 +1,5 @@
 // The chat panel (ChatWidget): message list, input box, Send, Stop, readouts, totals.
-import { addCopyButtons, handleCopyClicks, renderMarkdown } from "./markdown.js";
+import { addCopyButtons, handleCopyClicks, LiveMarkdown, renderMarkdown } from "./markdown.js";
 import { readoutText } from "./readout.js";
 import { makeScheduler, TextStream } from "./text_stream.js";
 import "./chat.css";
@@ -58,16 +58,22 @@ function render({ model, el }) {
     const error = h("div", { class: "nbs-error", role: "alert", hidden: true });
     const node = h("div", { class: `nbs-msg nbs-${msg.role}`, "data-id": msg.id }, thinking, body,
       error, readout);
-    n = { root: node, body, thinking, thinkingBody, readout, error, key: "" };
+    n = { root: node, body, thinking, thinkingBody, readout, error, key: "",
+      md: new LiveMarkdown(body) };
     nodes.set(msg.id, n);
     return n;
   }
 
-  function fill(n, msg, text, reasoning, readout) {
+  function fill(n, msg, text, reasoning, readout, streaming = false) {
     if (msg.role === "user") {
       n.body.textContent = text; // the user's own words, as typed
     } else {
-      n.body.innerHTML = renderMarkdown(text);
+      if (streaming) {
+        n.md.render(text); // only the last block is re-rendered while it streams
+      } else {
+        n.md.reset();
+        n.body.innerHTML = renderMarkdown(text); // the whole text, once, at the end
+      }
       addCopyButtons(n.body);
       n.thinking.hidden = !reasoning;
       n.thinkingBody.textContent = reasoning || "";
@@ -95,7 +101,8 @@ function render({ model, el }) {
       const n = messageNode(msg);
       const streaming = msg.role === "assistant" && msg.status === "streaming";
       if (streaming && msg.id === liveId && live.seq >= 0) {
-        fill(n, msg, live.text, live.reasoning, { ...msg.readout, ...liveReadout, status: "streaming" });
+        fill(n, msg, live.text, live.reasoning, { ...msg.readout, ...liveReadout, status: "streaming" },
+          true);
         n.key = "";
       } else {
         const key = `${msg.status}|${msg.text.length}|${msg.error}|${msg.text.slice(-32)}`;
