@@ -387,7 +387,7 @@ class _Producer:
         text = (
             f"{job.settings.base_url} answered HTTP {status} {response.reason_phrase}"
             f"{' for model ' + repr(job.settings.model) if status in (400, 404, 422) else ''}"
-            f": {provider_msg or '(no message)'}"
+            f": {(provider_msg or '(no message)').rstrip('. ')}"
             f"{' [request id ' + request_id + ']' if request_id else ''}. {hint}"
         )
         return APIStatusError(

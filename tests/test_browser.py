@@ -379,7 +379,8 @@ def test_stop_before_the_first_token(
     assert seen.client_closed_at is not None and seen.client_closed_at - clicked < 3
     panel.wait_reply_status("cancelled")
     panel.wait_idle()
-    assert panel.reply_text() == ""
+    # no reply text, and the panel says why rather than showing an empty message
+    assert panel.reply_text() == "Stopped before the first token."
     assert last_turn(nb) == ("cancelled", "")
 
 

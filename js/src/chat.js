@@ -1,8 +1,17 @@
 // The chat panel (ChatWidget): message list, input box, Send, Stop, readouts, totals.
-import { addCopyButtons, handleCopyClicks, LiveMarkdown, renderMarkdown } from "./markdown.js";
+import { highlightCode } from "./highlight.js";
+import {
+  addCopyButtons,
+  handleCopyClicks,
+  LiveMarkdown,
+  renderMarkdown,
+  setHighlighter,
+} from "./markdown.js";
 import { readoutText } from "./readout.js";
 import { makeScheduler, TextStream } from "./text_stream.js";
 import "./chat.css";
+
+setHighlighter(highlightCode);
 
 function h(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
@@ -68,7 +77,10 @@ function render({ model, el }) {
     if (msg.role === "user") {
       n.body.textContent = text; // the user's own words, as typed
     } else {
-      if (streaming) {
+      if (!text && msg.status === "cancelled") {
+        n.md.reset();
+        n.body.replaceChildren(h("p", { class: "nbs-note" }, "Stopped before the first token."));
+      } else if (streaming) {
         n.md.render(text); // only the last block is re-rendered while it streams
       } else {
         n.md.reset();

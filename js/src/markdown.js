@@ -3,31 +3,12 @@
 // like are dropped too.
 import { Marked } from "marked";
 import DOMPurify from "dompurify";
-import hljs from "highlight.js/lib/core";
-import bash from "highlight.js/lib/languages/bash";
-import c from "highlight.js/lib/languages/c";
-import cpp from "highlight.js/lib/languages/cpp";
-import go from "highlight.js/lib/languages/go";
-import java from "highlight.js/lib/languages/java";
-import javascript from "highlight.js/lib/languages/javascript";
-import json from "highlight.js/lib/languages/json";
-import markdown from "highlight.js/lib/languages/markdown";
-import python from "highlight.js/lib/languages/python";
-import rust from "highlight.js/lib/languages/rust";
-import sql from "highlight.js/lib/languages/sql";
-import typescript from "highlight.js/lib/languages/typescript";
-import xml from "highlight.js/lib/languages/xml";
-import yaml from "highlight.js/lib/languages/yaml";
-
-for (const [name, lang] of Object.entries({ bash, c, cpp, go, java, javascript, json, markdown,
-  python, rust, sql, typescript, xml, yaml })) {
-  hljs.registerLanguage(name, lang);
+// Code highlighting is optional: the chat panel installs highlight.js (src/highlight.js);
+// the %%chat reply view does not, which keeps its bundle (sent with every cell) small.
+let highlighter = null; // (code, lang) => html string, or null when lang is unknown
+export function setHighlighter(fn) {
+  highlighter = fn;
 }
-hljs.registerAliases(["sh", "shell", "console"], { languageName: "bash" });
-hljs.registerAliases(["py"], { languageName: "python" });
-hljs.registerAliases(["js"], { languageName: "javascript" });
-hljs.registerAliases(["ts"], { languageName: "typescript" });
-hljs.registerAliases(["html"], { languageName: "xml" });
 
 const escapeHtml = (s) =>
   s.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;").replace(/"/g, "&quot;");
@@ -42,11 +23,9 @@ const marked = new Marked({
     },
     code(token) {
       const lang = (token.lang || "").trim().split(/\s+/)[0].toLowerCase();
-      const known = lang && hljs.getLanguage(lang);
-      const body = known
-        ? hljs.highlight(token.text, { language: lang, ignoreIllegals: true }).value
-        : escapeHtml(token.text);
-      const cls = known ? ` class="hljs language-${escapeHtml(lang)}"` : ' class="hljs"';
+      const highlighted = lang && highlighter ? highlighter(token.text, lang) : null;
+      const body = highlighted ?? escapeHtml(token.text);
+      const cls = highlighted != null ? ` class="hljs language-${escapeHtml(lang)}"` : ' class="hljs"';
       return `<pre><code${cls}>${body}</code></pre>\n`;
     },
   },

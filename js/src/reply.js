@@ -1,5 +1,5 @@
 // The live view of one streaming reply (the %%chat cell output).
-import { addCopyButtons, handleCopyClicks, renderMarkdown } from "./markdown.js";
+import { addCopyButtons, handleCopyClicks, LiveMarkdown } from "./markdown.js";
 import { readoutText } from "./readout.js";
 import { makeScheduler, TextStream } from "./text_stream.js";
 import "./reply.css";
@@ -26,8 +26,9 @@ function render({ model, el: host }) {
   const unCopy = handleCopyClicks(body);
 
   let live = {};
+  const md = new LiveMarkdown(body); // redraws only the last block while streaming
   const paint = () => {
-    body.innerHTML = renderMarkdown(stream.text);
+    md.render(stream.text);
     addCopyButtons(body);
     if (stream.reasoning) {
       thinking.hidden = false;

@@ -44,3 +44,21 @@ describe("renderMarkdown", () => {
     expect(div.querySelector("code").textContent).toContain("<b>bold?</b>");
   });
 });
+
+describe("code highlighting (the chat panel installs it)", () => {
+  it("highlights known languages and escapes unknown ones", async () => {
+    const { setHighlighter } = await import("../src/markdown.js");
+    const { highlightCode } = await import("../src/highlight.js");
+    setHighlighter(highlightCode);
+    try {
+      const py = host(renderMarkdown("```python\ndef f(): return '<b>'\n```"));
+      expect(py.querySelector(".hljs-keyword").textContent).toBe("def");
+      expect(py.querySelector("b")).toBeNull(); // still text inside highlighted code
+      const other = host(renderMarkdown("```klingon\n<b>x</b>\n```"));
+      expect(other.querySelector("b")).toBeNull();
+      expect(other.querySelector("code").textContent).toContain("<b>x</b>");
+    } finally {
+      setHighlighter(null);
+    }
+  });
+});
