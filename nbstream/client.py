@@ -409,6 +409,13 @@ def _status_hint(
     status: int, job: _Job, retry_after: float | None, attempt: int
 ) -> str:
     if status in (401, 403):
+        withheld = job.settings.withheld_key
+        if withheld and job.settings.api_key is None:
+            return (
+                f"{withheld} is set, but nbstream sends it only to its own provider, "
+                f"not to {job.settings.base_url}: for this server set NBSTREAM_API_KEY "
+                "or pass api_key=..."
+            )
         var = "ANTHROPIC_API_KEY" if job.api == "anthropic" else "OPENAI_API_KEY"
         return (
             "Check the API key: pass api_key=..., or set NBSTREAM_API_KEY or "
@@ -918,7 +925,7 @@ class Client:
     ) -> tuple[_Job, Turn]:
         s = self.settings
         if model is not None and model != s.model:
-            s = Settings(s.base_url, model, s.api, s.api_key, s.source)
+            s = Settings(s.base_url, model, s.api, s.api_key, s.source, s.withheld_key)
         msgs = _as_messages(messages)
         mod = anthropic if s.api == "anthropic" else openai
         key = s.api_key.get() if s.api_key else None

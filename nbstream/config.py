@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
+from urllib.parse import urlsplit
 
 from .errors import ConfigurationError
 from .transcript import Api
@@ -101,6 +102,7 @@ class Settings:
     api: Api
     api_key: Secret | None
     source: str  # where base_url came from, to say so in errors
+    withheld_key: str | None = None  # a provider key variable not sent to this server
 
 
 def _check_api(api: str, where: str) -> Api:
@@ -139,7 +141,8 @@ def resolve(
         the_api = "openai"
 
     provider_key = "ANTHROPIC_API_KEY" if the_api == "anthropic" else "OPENAI_API_KEY"
-    key = api_key or e.get("NBSTREAM_API_KEY") or e.get(provider_key)
+    own_key = api_key or e.get("NBSTREAM_API_KEY")
+    key = own_key or e.get(provider_key)
 
     if base_url is not None:
         url, source = base_url, "the base_url argument"
@@ -163,6 +166,16 @@ def resolve(
         )
     url = url.rstrip("/")
 
+    # A provider's key goes only to that provider (its official host, or the base URL
+    # in its own variable): OPENAI_API_KEY set in a shell must not reach a third-party
+    # server that %%chat -u or NBSTREAM_BASE_URL points at. Those take NBSTREAM_API_KEY.
+    withheld = None
+    if not own_key and key:
+        official = "api.anthropic.com" if the_api == "anthropic" else "api.openai.com"
+        own_var = "ANTHROPIC_BASE_URL" if the_api == "anthropic" else "OPENAI_BASE_URL"
+        if urlsplit(url).hostname != official and source != own_var:
+            key, withheld = None, provider_key
+
     if model is not None:
         the_model = model
     elif "NBSTREAM_MODEL" in e:
@@ -171,4 +184,6 @@ def resolve(
         the_model = LOCAL_MODEL
     else:
         the_model = DEFAULT_MODELS[the_api]
-    return Settings(url, the_model, the_api, Secret(key) if key else None, source)
+    return Settings(
+        url, the_model, the_api, Secret(key) if key else None, source, withheld
+    )

@@ -49,14 +49,42 @@ def test_nbstream_variables(server: LoopbackServer, monkeypatch: Any) -> None:
 def test_nbstream_api_anthropic(server: LoopbackServer, monkeypatch: Any) -> None:
     monkeypatch.setenv("NBSTREAM_API", "Anthropic")
     monkeypatch.setenv("NBSTREAM_BASE_URL", server.base_url)
-    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-env")
+    monkeypatch.setenv("NBSTREAM_API_KEY", "sk-ant-for-this-server")
     client = Client()
     assert client.api == "anthropic" and client.model == "claude-sonnet-4-5"
     body = (STREAMS / "anthropic_text_minimal_padded.sse").read_bytes()
     server.enqueue(Reply.sse(body))
     assert client.chat("Hi").status == "complete"
     assert last(server).path == "/v1/messages"
-    assert last(server).headers["x-api-key"] == "sk-ant-env"
+    assert last(server).headers["x-api-key"] == "sk-ant-for-this-server"
+
+
+@pytest.mark.parametrize(
+    ("var", "api", "header"),
+    [
+        ("OPENAI_API_KEY", "openai", "authorization"),
+        ("ANTHROPIC_API_KEY", "anthropic", "x-api-key"),
+    ],
+)
+def test_a_provider_key_is_not_sent_to_another_server(
+    server: LoopbackServer, monkeypatch: Any, var: str, api: str, header: str
+) -> None:
+    # A key set in the shell for OpenAI/Anthropic must not reach a third-party server
+    # that NBSTREAM_BASE_URL (or %%chat -u) points at.
+    monkeypatch.setenv(var, "sk-provider-only-0123")
+    monkeypatch.setenv("NBSTREAM_BASE_URL", server.base_url)
+    client = Client(api=api)
+    assert client.api_key is None
+    server.enqueue(Reply.json(401, {"error": {"message": "Missing API key."}}))
+    with pytest.raises(APIStatusError) as err:
+        client.chat("Hi")
+    assert header not in last(server).headers
+    assert f"{var} is set" in str(err.value) and "NBSTREAM_API_KEY" in str(err.value)
+    # ...while the provider's own base URL variable still takes its key
+    monkeypatch.delenv("NBSTREAM_BASE_URL")
+    own = "ANTHROPIC_BASE_URL" if api == "anthropic" else "OPENAI_BASE_URL"
+    monkeypatch.setenv(own, server.base_url)
+    assert Client(api=api).api_key is not None
 
 
 def test_openai_variables(server: LoopbackServer, monkeypatch: Any) -> None:
