@@ -46,6 +46,8 @@ class Pipeline:
         self._parser = parser_for(api)
         self._acc = Accumulator(turn, prompt_chars=prompt_chars)
         self.raw_events: list[ServerSentEvent] | None = [] if keep_raw_events else None
+        if self.raw_events is not None:
+            turn.raw_events = self.raw_events
 
     def feed(self, data: bytes, now: float) -> list[Event]:
         return self._events(self._decoder.feed(data), now)

@@ -68,10 +68,15 @@ class TextBuffer:
     @property
     def value(self) -> str:
         if self._cache is None:
-            text = "".join(self._blocks) + "".join(self._parts)
+            if self._parts:
+                self._blocks.append("".join(self._parts))
+                self._parts.clear()
+            # one join, and the result replaces the blocks: the text is held once
+            text = "".join(self._blocks)
             if _SURROGATE.search(text):  # an emoji's UTF-16 halves in two chunks
                 b = text.encode("utf-16-le", "surrogatepass")
                 text = b.decode("utf-16-le", "surrogatepass")
+            self._blocks = [text] if text else []
             self._cache = text
         return self._cache
 
@@ -354,6 +359,9 @@ class Turn:
         self.extra: dict[str, Any] = {}
         self.warnings: list[str] = []
         self.done = False  # the stream said it is over ([DONE] / message_stop)
+        # Every server-sent event as received, only with Client(keep_raw_events=True):
+        # for debugging a provider's stream. Not saved with the transcript.
+        self.raw_events: list[Any] | None = None
 
     def choice(self, index: int) -> Choice:
         choices = self.choices

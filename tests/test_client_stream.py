@@ -284,3 +284,20 @@ def test_a_single_number_sets_every_timeout(server: LoopbackServer) -> None:
         client_for(server, timeout=0.3).chat("Hi")
     assert info.value.phase == "first_byte"
     assert "within 0.3 s" in str(info.value)
+
+
+def test_raw_events_are_kept_only_when_asked(server: LoopbackServer) -> None:
+    body = (STREAMS / "openrouter_comments_usage_cost.sse").read_bytes()
+    server.enqueue(Reply.sse(body), Reply.sse(body))
+    plain = Client(base_url=server.base_url, model="m").chat("Hi")
+    assert plain.raw_events is None  # nothing per chunk is kept by default
+    debug = Client(base_url=server.base_url, model="m", keep_raw_events=True).chat("Hi")
+    assert debug.raw_events is not None
+    datas = [e.data for e in debug.raw_events]
+    assert datas[-1] == "[DONE]"
+    # every data event of the body, in order (comments are not events)
+    expected = [
+        line[6:] for line in body.decode().splitlines() if line.startswith("data: ")
+    ]
+    assert datas == expected
+    assert debug.text == plain.text
