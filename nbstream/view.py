@@ -19,7 +19,7 @@ import traitlets
 from .render import readout
 from .transcript import Turn
 
-__all__ = ["ReplyView", "static_asset"]
+__all__ = ["LiveText", "ReplyView", "static_asset"]
 
 
 def static_asset(name: str) -> Path:
@@ -31,6 +31,47 @@ def static_asset(name: str) -> Path:
             "it), or run `npm install && npm run build` in js/."
         )
     return path
+
+
+class LiveText:
+    """The kernel's side of the delta protocol (js/src/text_stream.js is the browser's):
+    numbered deltas of a reply's text and reasoning, and a snapshot of everything so
+    far for a view that starts late or missed a delta."""
+
+    __slots__ = ("_reasoning", "_seq", "_text", "id")
+
+    def __init__(self, id: str = "") -> None:
+        self.id = id  # which reply (a panel has several); "" for a single-reply view
+        self._seq = 0
+        self._text: list[str] = []
+        self._reasoning: list[str] = []
+
+    def _msg(self, kind: str, readout: dict[str, Any] | None) -> dict[str, Any]:
+        msg: dict[str, Any] = {"type": kind, "seq": self._seq}
+        if self.id:
+            msg["id"] = self.id
+        if readout is not None:
+            msg["readout"] = readout
+        return msg
+
+    def delta(
+        self, text: str, reasoning: str, readout: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        self._seq += 1
+        msg = self._msg("delta", readout)
+        if text:
+            self._text.append(text)
+            msg["text"] = text
+        if reasoning:
+            self._reasoning.append(reasoning)
+            msg["reasoning"] = reasoning
+        return msg
+
+    def snapshot(self, readout: dict[str, Any] | None = None) -> dict[str, Any]:
+        msg = self._msg("snapshot", readout)
+        msg["text"] = "".join(self._text)
+        msg["reasoning"] = "".join(self._reasoning)
+        return msg
 
 
 class ReplyView(anywidget.AnyWidget):
@@ -54,9 +95,7 @@ class ReplyView(anywidget.AnyWidget):
 
     def __init__(self, on_stop: Callable[[], None] | None = None, **kw: Any) -> None:
         super().__init__(**kw)
-        self._seq = 0
-        self._text: list[str] = []
-        self._reasoning: list[str] = []
+        self._live = LiveText()
         self._on_stop = on_stop
         self._turn: Turn | None = None
         self.on_msg(self._handle)
@@ -66,18 +105,9 @@ class ReplyView(anywidget.AnyWidget):
 
     def push(self, text: str, reasoning: str, turn: Turn | None = None) -> None:
         """Send one coalesced delta (and the live readout) to every view."""
-        self._turn = turn
-        self._seq += 1
-        msg: dict[str, Any] = {"type": "delta", "seq": self._seq}
-        if text:
-            self._text.append(text)
-            msg["text"] = text
-        if reasoning:
-            self._reasoning.append(reasoning)
-            msg["reasoning"] = reasoning
         if turn is not None:
-            msg["readout"] = readout(turn)
-        self.send(msg)
+            self._turn = turn  # for a snapshot's readout
+        self.send(self._live.delta(text, reasoning, readout(turn) if turn else None))
 
     def _handle(self, _w: Any, content: Any, _buffers: Any) -> None:
         if not isinstance(content, dict):
@@ -86,12 +116,5 @@ class ReplyView(anywidget.AnyWidget):
         if kind == "stop" and self._on_stop is not None:
             self._on_stop()
         elif kind == "resync":
-            msg: dict[str, Any] = {
-                "type": "snapshot",
-                "seq": self._seq,
-                "text": "".join(self._text),
-                "reasoning": "".join(self._reasoning),
-            }
-            if self._turn is not None:
-                msg["readout"] = readout(self._turn)
-            self.send(msg)
+            turn = self._turn
+            self.send(self._live.snapshot(readout(turn) if turn else None))

@@ -28,7 +28,7 @@ from .conversation import Conversation
 from .errors import NbstreamError
 from .render import readout
 from .transcript import Transcript, Turn
-from .view import static_asset
+from .view import LiveText, static_asset
 
 __all__ = ["ChatWidget"]
 
@@ -100,10 +100,7 @@ class ChatWidget(anywidget.AnyWidget):
         self._stream: AsyncStream | None = None
         self._task: asyncio.Task[Turn | None] | None = None
         self._callbacks: list[Callable[[Turn], None]] = []
-        self._seq = 0
-        self._live_id = ""
-        self._live_text: list[str] = []
-        self._live_reasoning: list[str] = []
+        self._live = LiveText()
         self.on_msg(self._handle)
         self._sync_messages()
 
@@ -151,10 +148,7 @@ class ChatWidget(anywidget.AnyWidget):
 
     # -- the stream -------------------------------------------------------------------
     def _start_live(self, turn: Turn) -> None:
-        self._seq = 0
-        self._live_id = turn.id
-        self._live_text.clear()
-        self._live_reasoning.clear()
+        self._live = LiveText(turn.id)
         with self.hold_sync():
             self.status = "streaming"
             self._sync_messages()
@@ -175,17 +169,9 @@ class ChatWidget(anywidget.AnyWidget):
         return stream.turn
 
     def _push(self, text: str, reasoning: str, with_readout: bool) -> None:
-        self._seq += 1
-        msg: dict[str, Any] = {"type": "delta", "id": self._live_id, "seq": self._seq}
-        if text:
-            self._live_text.append(text)
-            msg["text"] = text
-        if reasoning:
-            self._live_reasoning.append(reasoning)
-            msg["reasoning"] = reasoning
-        if with_readout and self._stream is not None:
-            msg["readout"] = readout(self._stream.turn)
-        self.send_msg(msg)
+        stream = self._stream
+        live = readout(stream.turn) if with_readout and stream is not None else None
+        self.send_msg(self._live.delta(text, reasoning, live))
 
     def send_msg(self, msg: dict[str, Any]) -> None:
         """Send a custom message to every view (``anywidget``'s ``send``)."""
@@ -224,16 +210,8 @@ class ChatWidget(anywidget.AnyWidget):
             if self.status != "streaming":
                 self.retry()
         elif kind == "resync":
-            msg: dict[str, Any] = {
-                "type": "snapshot",
-                "id": self._live_id,
-                "seq": self._seq,
-                "text": "".join(self._live_text),
-                "reasoning": "".join(self._live_reasoning),
-            }
-            if self._stream is not None:
-                msg["readout"] = readout(self._stream.turn)
-            self.send_msg(msg)
+            stream = self._stream
+            self.send_msg(self._live.snapshot(readout(stream.turn) if stream else None))
 
 
 def _totals(transcript: Transcript) -> dict[str, Any]:

@@ -18,6 +18,18 @@ from typing import Any
 from jupyter_client.manager import KernelManager
 
 
+def clean_env(**settings: str) -> dict[str, str]:
+    """This process's environment without the developer's own nbstream, OpenAI and
+    Anthropic settings, plus ``settings``: what a test kernel or subprocess gets."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("NBSTREAM_", "OPENAI_", "ANTHROPIC_"))
+    }
+    env.update(settings)
+    return env
+
+
 @dataclass
 class Msg:
     type: str
@@ -99,9 +111,11 @@ class Kernel:
     def __init__(
         self, env: dict[str, str] | None = None, cwd: Path | None = None
     ) -> None:
-        full_env = {**os.environ, **(env or {})}
+        """``env``: the kernel's whole environment (see ``clean_env``)."""
         self.km = KernelManager(kernel_name="python3")
-        self.km.start_kernel(env=full_env, cwd=str(cwd or Path.cwd()))
+        self.km.start_kernel(
+            env=env if env is not None else dict(os.environ), cwd=str(cwd or Path.cwd())
+        )
         self.kc = self.km.client()
         self.kc.start_channels()
         self.kc.wait_for_ready(timeout=60)

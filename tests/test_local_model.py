@@ -15,7 +15,7 @@ import pytest
 from nbstream import Client
 from nbstream.config import LOCAL_MODEL, local_state_path
 from nbstream.local import LocalModelError, LocalServer, start
-from tests.kernel import Kernel, deltas
+from tests.kernel import Kernel, clean_env, deltas
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("llama_cpp") is None
@@ -70,20 +70,8 @@ def test_the_local_model_streams_a_real_reply(
 def test_chat_magic_uses_the_local_model_with_nothing_configured(
     local: LocalServer, cache_dir: Path
 ) -> None:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("NBSTREAM_", "OPENAI_", "ANTHROPIC_"))
-    }
-    env["XDG_CACHE_HOME"] = str(cache_dir)  # where nbstream.local said where it runs
-    saved = dict(os.environ)
-    try:
-        os.environ.clear()
-        os.environ.update(env)
-        kernel = Kernel()
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
+    # nothing configured; XDG_CACHE_HOME is where nbstream.local said where it runs
+    kernel = Kernel(clean_env(XDG_CACHE_HOME=str(cache_dir)))
     try:
         assert kernel.run("%load_ext nbstream").error is None
         ex = kernel.run(

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from tests.kernel import Execution, Kernel, deltas
+from tests.kernel import Execution, Kernel, clean_env, deltas
 from tests.loopback import STALL, LoopbackServer, Reply, openai_chunks
 
 SECRET = "sk-test-MAGICSECRET-0123456789abcdef"
@@ -18,17 +17,11 @@ USAGE = {"prompt_tokens": 7, "completion_tokens": 30, "total_tokens": 37}
 
 
 def _env(srv: LoopbackServer) -> dict[str, str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("NBSTREAM_", "OPENAI_", "ANTHROPIC_"))
-    }
-    env.update(
+    return clean_env(
         NBSTREAM_BASE_URL=srv.base_url,
         NBSTREAM_MODEL="env-model",
         NBSTREAM_API_KEY=SECRET,
     )
-    return env
 
 
 @pytest.fixture(scope="module")
@@ -39,15 +32,7 @@ def srv() -> Iterator[LoopbackServer]:
 
 @pytest.fixture(scope="module")
 def kernel(srv: LoopbackServer) -> Iterator[Kernel]:
-    k = Kernel.__new__(Kernel)
-    saved = dict(os.environ)
-    try:
-        os.environ.clear()
-        os.environ.update(_env(srv))
-        k.__init__()  # type: ignore[misc]
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
+    k = Kernel(_env(srv))
     try:
         ex = k.run("%load_ext nbstream")
         assert ex.error is None, ex.error

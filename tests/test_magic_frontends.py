@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,25 +11,20 @@ import pexpect
 import pytest
 from nbclient import NotebookClient
 
+from tests.kernel import clean_env
 from tests.loopback import STALL, LoopbackServer, Reply, openai_chunks
 
 USAGE = {"prompt_tokens": 4, "completion_tokens": 6, "total_tokens": 10}
 
 
 def _env(srv: LoopbackServer, tmp: Path) -> dict[str, str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("NBSTREAM_", "OPENAI_", "ANTHROPIC_"))
-    }
-    env.update(
+    return clean_env(
         NBSTREAM_BASE_URL=srv.base_url,
         NBSTREAM_MODEL="m",
         IPYTHONDIR=str(tmp),
         TERM="dumb",
         PYTHONUNBUFFERED="1",
     )
-    return env
 
 
 @pytest.fixture

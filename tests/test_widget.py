@@ -6,13 +6,12 @@
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from tests.kernel import Kernel
+from tests.kernel import Kernel, clean_env
 from tests.loopback import STALL, LoopbackServer, Reply, openai_chunks
 
 SECRET = "sk-test-WIDGETSECRET-0123456789abcdef"
@@ -27,20 +26,13 @@ def srv() -> Iterator[LoopbackServer]:
 
 @pytest.fixture(scope="module")
 def kernel(srv: LoopbackServer) -> Iterator[Kernel]:
-    saved = dict(os.environ)
-    try:
-        for k in list(os.environ):
-            if k.startswith(("NBSTREAM_", "OPENAI_", "ANTHROPIC_")):
-                del os.environ[k]
-        os.environ.update(
+    k = Kernel(
+        clean_env(
             NBSTREAM_BASE_URL=srv.base_url,
             NBSTREAM_MODEL="widget-model",
             NBSTREAM_API_KEY=SECRET,
         )
-        k = Kernel()
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
+    )
     try:
         yield k
         leaked = [m for m in k.iopub() if SECRET in json.dumps(m.content)]

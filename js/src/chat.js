@@ -7,6 +7,7 @@ import {
   renderMarkdown,
   setHighlighter,
 } from "./markdown.js";
+import { subscribe } from "./model_events.js";
 import { readoutText } from "./readout.js";
 import { makeScheduler, TextStream } from "./text_stream.js";
 import "./chat.css";
@@ -187,11 +188,13 @@ function render({ model, el }) {
   input.addEventListener("keydown", onKey);
   send.addEventListener("click", submit);
   stop.addEventListener("click", onStop);
-  model.on("msg:custom", onMsg);
-  model.on("change:messages", onTraits);
-  model.on("change:status", onTraits);
-  model.on("change:totals", onTraits);
-  model.on("change:title", onTraits);
+  const unsubscribe = subscribe(model, {
+    "msg:custom": onMsg,
+    "change:messages": onTraits,
+    "change:status": onTraits,
+    "change:totals": onTraits,
+    "change:title": onTraits,
+  });
 
   paint();
   if (model.get("status") === "streaming") model.send({ type: "resync" });
@@ -201,11 +204,7 @@ function render({ model, el }) {
     input.removeEventListener("keydown", onKey);
     send.removeEventListener("click", submit);
     stop.removeEventListener("click", onStop);
-    model.off("msg:custom", onMsg);
-    model.off("change:messages", onTraits);
-    model.off("change:status", onTraits);
-    model.off("change:totals", onTraits);
-    model.off("change:title", onTraits);
+    unsubscribe();
   };
 }
 

@@ -1,5 +1,6 @@
 // The live view of one streaming reply (the %%chat cell output).
 import { addCopyButtons, handleCopyClicks, LiveMarkdown } from "./markdown.js";
+import { subscribe } from "./model_events.js";
 import { readoutText } from "./readout.js";
 import { makeScheduler, TextStream } from "./text_stream.js";
 import "./reply.css";
@@ -69,11 +70,13 @@ function render({ model, el: host }) {
     model.send({ type: "stop" });
   };
   stop.addEventListener("click", onStop);
-  model.on("msg:custom", onMsg);
-  model.on("change:status", fromTraits);
-  model.on("change:text", fromTraits);
-  model.on("change:error", fromTraits);
-  model.on("change:readout", fromTraits);
+  const unsubscribe = subscribe(model, {
+    "msg:custom": onMsg,
+    "change:status": fromTraits,
+    "change:text": fromTraits,
+    "change:error": fromTraits,
+    "change:readout": fromTraits,
+  });
 
   fromTraits();
   if (model.get("status") === "streaming") model.send({ type: "resync" });
@@ -81,11 +84,7 @@ function render({ model, el: host }) {
   return () => {
     unCopy();
     stop.removeEventListener("click", onStop);
-    model.off("msg:custom", onMsg);
-    model.off("change:status", fromTraits);
-    model.off("change:text", fromTraits);
-    model.off("change:error", fromTraits);
-    model.off("change:readout", fromTraits);
+    unsubscribe();
   };
 }
 
