@@ -11,15 +11,14 @@ import asyncio
 import json
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from nbstream import Client, Event, Turn
+from tests.conftest import FIXTURES
 from tests.loopback import STALL, LoopbackServer, Reply, Seen, openai_chunks
 
 MODES = ["sync", "async"]
 KEY = "sk-test-SECRET123456789012345"
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
 STOP_WITHIN = 0.1  # seconds between a Stop and the server seeing the connection close
 
 

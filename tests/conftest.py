@@ -10,11 +10,10 @@ import pytest
 
 from tests.loopback import LoopbackServer
 
-# The team's shared fixtures sit beside the repository (../shared/fixtures).
+# Recorded provider streams (a copy of the team's shared fixtures, with their sources and
+# licences in tests/fixtures/SOURCES.md); NBSTREAM_FIXTURES points elsewhere.
 FIXTURES = Path(
-    os.environ.get(
-        "NBSTREAM_FIXTURES", Path(__file__).resolve().parents[2] / "shared" / "fixtures"
-    )
+    os.environ.get("NBSTREAM_FIXTURES") or Path(__file__).resolve().parent / "fixtures"
 )
 STREAMS = FIXTURES / "streams"
 

@@ -15,7 +15,7 @@ visibly; those numbers are ours, not the provider's.
 
     python notebooks/recordings/make_fixture_recordings.py [FIXTURES_DIR]
 
-FIXTURES_DIR defaults to $NBSTREAM_FIXTURES, then ../shared/fixtures beside the repo.
+FIXTURES_DIR defaults to $NBSTREAM_FIXTURES, then tests/fixtures in this repository.
 """
 
 from __future__ import annotations
@@ -195,7 +195,7 @@ def exchange(fixture: Path, path: str, body: dict[str, Any]) -> Exchange:
 
 def main(argv: list[str]) -> int:
     default = (
-        os.environ.get("NBSTREAM_FIXTURES") or HERE.parents[2] / "shared" / "fixtures"
+        os.environ.get("NBSTREAM_FIXTURES") or HERE.parents[1] / "tests" / "fixtures"
     )
     streams = Path(argv[1] if len(argv) > 1 else default) / "streams"
     for fixture, path, body in RECORDINGS:
