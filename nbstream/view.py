@@ -1,9 +1,9 @@
 """The live view of one streaming reply: an anywidget that receives only deltas.
 
-Traits hold what a new or reloaded view needs (status, final text, error, readout);
-while streaming, text travels as numbered delta messages, coalesced by the caller, so
-kernel→browser traffic stays linear in the reply's length. A view that starts late or
-misses a delta asks for a snapshot.
+The text travels as numbered delta messages, coalesced by the caller, so kernel→browser
+traffic stays linear in the reply's length; a view that starts late or misses a delta
+asks for a snapshot. The view lives only while the reply streams: the magic then replaces
+it with Markdown, so it needs no traits of its own.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import anywidget
-import traitlets
 
 from .render import readout
 from .transcript import Turn
@@ -81,18 +80,6 @@ class ReplyView(anywidget.AnyWidget):
     _esm = static_asset("reply.js")
     _css = static_asset("reply.css")
 
-    status = traitlets.Unicode("streaming", help="The turn's status.").tag(sync=True)
-    text = traitlets.Unicode("", help="The final text (set when the turn ends).").tag(
-        sync=True
-    )
-    reasoning = traitlets.Unicode("", help="The final reasoning text.").tag(sync=True)
-    error = traitlets.Unicode("", help="The error message, if the turn failed.").tag(
-        sync=True
-    )
-    readout = traitlets.Dict(help="Usage and timing numbers of the turn.").tag(
-        sync=True
-    )
-
     def __init__(self, on_stop: Callable[[], None] | None = None, **kw: Any) -> None:
         super().__init__(**kw)
         self._live = LiveText()
@@ -101,7 +88,7 @@ class ReplyView(anywidget.AnyWidget):
         self.on_msg(self._handle)
 
     def __repr__(self) -> str:
-        return f"ReplyView(status={self.status!r})"
+        return "ReplyView()"
 
     def push(self, text: str, reasoning: str, turn: Turn | None = None) -> None:
         """Send one coalesced delta (and the live readout) to every view."""

@@ -12,6 +12,9 @@ function el(tag, attrs = {}, ...children) {
   return node;
 }
 
+// It exists only while the reply streams: when the turn ends, the kernel replaces the
+// cell's output with plain Markdown (text, error, readout) and closes this widget. So it
+// has no state of its own to show: everything arrives as deltas or a snapshot.
 function render({ model, el: host }) {
   const stream = new TextStream();
   const thinkingBody = el("div", { class: "nbs-thinking-body" });
@@ -20,8 +23,7 @@ function render({ model, el: host }) {
   const body = el("div", { class: "nbs-body", role: "log", "aria-live": "polite" });
   const stop = el("button", { class: "nbs-stop", type: "button", "aria-label": "Stop" }, "Stop");
   const readout = el("span", { class: "nbs-readout" });
-  const error = el("div", { class: "nbs-error", role: "alert", hidden: "" });
-  const root = el("div", { class: "nbs-reply" }, thinking, body, error,
+  const root = el("div", { class: "nbs-reply", "data-status": "streaming" }, thinking, body,
     el("div", { class: "nbs-bar" }, stop, readout));
   host.append(root);
   const unCopy = handleCopyClicks(body);
@@ -35,24 +37,10 @@ function render({ model, el: host }) {
       thinking.hidden = false;
       thinkingBody.textContent = stream.reasoning;
     }
-    const status = model.get("status");
-    readout.textContent = readoutText({ ...model.get("readout"), ...live, status });
-    stop.hidden = status !== "streaming";
-    const err = model.get("error");
-    error.hidden = !err;
-    error.textContent = err || "";
-    root.dataset.status = status;
+    readout.textContent = readoutText({ ...live, status: "streaming" });
   };
   const scheduler = makeScheduler(paint);
 
-  const fromTraits = () => {
-    if (model.get("status") !== "streaming") {
-      stream.snapshot({ seq: Number.MAX_SAFE_INTEGER, text: model.get("text"),
-                        reasoning: model.get("reasoning") });
-      live = {};
-    }
-    scheduler.request(true);
-  };
   const onMsg = (msg) => {
     if (msg.type === "delta") {
       const r = stream.delta(msg);
@@ -70,16 +58,10 @@ function render({ model, el: host }) {
     model.send({ type: "stop" });
   };
   stop.addEventListener("click", onStop);
-  const unsubscribe = subscribe(model, {
-    "msg:custom": onMsg,
-    "change:status": fromTraits,
-    "change:text": fromTraits,
-    "change:error": fromTraits,
-    "change:readout": fromTraits,
-  });
+  const unsubscribe = subscribe(model, { "msg:custom": onMsg });
 
-  fromTraits();
-  if (model.get("status") === "streaming") model.send({ type: "resync" });
+  scheduler.request(true);
+  model.send({ type: "resync" }); // whatever was sent before this view existed
 
   return () => {
     unCopy();
