@@ -44,9 +44,9 @@ import openai
 import nbstream
 from bench.server import BULK_CHUNK, FRAMINGS, MODEL, body_size, build_events
 from bench.server import expected_text as _expected_text
-from nbstream.pipeline import Pipeline
-from nbstream.sse import SSEDecoder
-from nbstream.transcript import Request, Turn
+from nbstream._core.pipeline import Pipeline
+from nbstream._core.sse import SSEDecoder
+from nbstream._core.transcript import Request, Turn
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"

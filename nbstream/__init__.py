@@ -11,10 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .client import AsyncStream, Client, Stream
-from .config import Timeouts
-from .conversation import Conversation
-from .errors import (
+from ._core.errors import (
     APIConnectionError,
     APIError,
     APIStatusError,
@@ -25,7 +22,7 @@ from .errors import (
     NotAStreamError,
     ProviderStreamError,
 )
-from .events import (
+from ._core.events import (
     Done,
     ErrorEvent,
     Event,
@@ -40,11 +37,22 @@ from .events import (
     Usage,
     UsageEvent,
 )
-from .registry import conversation, conversations, new_conversation
-from .transcript import Choice, ErrorInfo, Metrics, Request, ToolCall, Transcript, Turn
+from ._core.transcript import (
+    Choice,
+    ErrorInfo,
+    Metrics,
+    Request,
+    ToolCall,
+    Transcript,
+    Turn,
+)
+from ._http.client import AsyncStream, Client, Stream
+from ._http.conversation import Conversation
+from ._http.registry import conversation, conversations, new_conversation
+from ._http.settings import Timeouts
 
 if TYPE_CHECKING:
-    from .widget import ChatWidget
+    from ._notebook.widget import ChatWidget
 
 __version__ = "0.1.0"
 
@@ -52,7 +60,7 @@ __version__ = "0.1.0"
 def __getattr__(name: str) -> Any:
     # The widget stack (ipywidgets, anywidget) loads only when ChatWidget is used.
     if name == "ChatWidget":
-        from .widget import ChatWidget
+        from ._notebook.widget import ChatWidget
 
         return ChatWidget
     raise AttributeError(f"module 'nbstream' has no attribute {name!r}")
@@ -60,13 +68,13 @@ def __getattr__(name: str) -> Any:
 
 def load_ipython_extension(ip: Any) -> None:
     """``%load_ext nbstream``: registers ``%%chat`` and ``%chat``."""
-    from .magics import load_ipython_extension as load
+    from ._notebook.magics import load_ipython_extension as load
 
     load(ip)
 
 
 def unload_ipython_extension(ip: Any) -> None:
-    from .magics import unload_ipython_extension as unload
+    from ._notebook.magics import unload_ipython_extension as unload
 
     unload(ip)
 

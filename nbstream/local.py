@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
-from .config import LOCAL_MODEL, LOCAL_PORT, local_state_path
+from ._http.settings import LOCAL_MODEL, LOCAL_PORT, local_state_path
 
 __all__ = ["LocalServer", "find_model", "main", "start"]
 

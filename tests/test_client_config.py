@@ -18,7 +18,7 @@ from nbstream import (
     NbstreamError,
     Transcript,
 )
-from nbstream.config import LOCAL_BASE_URL, LOCAL_MODEL, LOCAL_PORT
+from nbstream._http.settings import LOCAL_BASE_URL, LOCAL_MODEL, LOCAL_PORT
 from tests.clientkit import KEY, MODES, chat, client_for, last, ok_reply
 from tests.conftest import STREAMS
 from tests.loopback import LoopbackServer, Reply, openai_chunks

@@ -19,8 +19,8 @@ from typing import Any, cast
 
 import pytest
 
-from nbstream.pipeline import Pipeline
-from nbstream.transcript import Api, Request, Turn
+from nbstream._core.pipeline import Pipeline
+from nbstream._core.transcript import Api, Request, Turn
 from tests.conftest import STREAMS, api_of, expected, stream_names
 
 EXP = expected()

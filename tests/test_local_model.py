@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from nbstream import Client
-from nbstream.config import LOCAL_MODEL, local_state_path
+from nbstream._http.settings import LOCAL_MODEL, local_state_path
 from nbstream.local import LocalModelError, LocalServer, start
 from tests.kernel import Kernel, clean_env, deltas
 

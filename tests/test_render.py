@@ -21,14 +21,14 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from nbstream import ErrorInfo, Request, Turn
-from nbstream.pipeline import Pipeline
-from nbstream.render import (
+from nbstream._core.pipeline import Pipeline
+from nbstream._core.transcript import Api
+from nbstream._notebook.render import (
     escape_html_outside_code,
     final_bundle,
     readout,
     readout_text,
 )
-from nbstream.transcript import Api
 from tests.conftest import STREAMS, api_of, expected
 from tests.loopback import openai_chunks
 

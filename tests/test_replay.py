@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from nbstream import Client, Conversation
-from nbstream.replay import Recording, ReplayError
+from nbstream._http.replay import Recording, ReplayError
 from tests.conftest import STREAMS
 from tests.loopback import LoopbackServer, Reply, openai_chunks
 

@@ -32,8 +32,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nbstream.errors import EventTooLargeError, NbstreamError
-from nbstream.sse import ServerSentEvent, SSEDecoder
+from nbstream._core.errors import EventTooLargeError, NbstreamError
+from nbstream._core.sse import ServerSentEvent, SSEDecoder
 from tests.conftest import STREAMS, expected, stream_names
 
 # -- feeding ------------------------------------------------------------------------

@@ -32,8 +32,8 @@ from nbstream import (
     Transcript,
     Turn,
 )
-from nbstream.pipeline import Pipeline
-from nbstream.transcript import Api
+from nbstream._core.pipeline import Pipeline
+from nbstream._core.transcript import Api
 from tests.conftest import STREAMS, api_of, expected
 from tests.loopback import STALL, Gate, LoopbackServer, Reply, openai_chunks
 

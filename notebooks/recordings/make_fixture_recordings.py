@@ -25,7 +25,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from nbstream.replay import Exchange, Recording
+from nbstream._http.replay import Exchange, Recording
 
 HERE = Path(__file__).resolve().parent
 HEADERS = 0.25  # seconds before the response headers (synthetic)

@@ -45,8 +45,7 @@ import httpcore2  # noqa: F401
 import httpx2
 import sniffio  # noqa: F401
 
-from .config import Secret, Settings, Timeouts, resolve
-from .errors import (
+from .._core.errors import (
     APIConnectionError,
     APIStatusError,
     APITimeoutError,
@@ -54,12 +53,13 @@ from .errors import (
     NotAStreamError,
     ProviderStreamError,
 )
-from .events import ErrorEvent, Event, StreamWarning
-from .pipeline import Pipeline
-from .providers import anthropic, openai
+from .._core.events import ErrorEvent, Event, StreamWarning
+from .._core.pipeline import Pipeline
+from .._core.providers import anthropic, openai
+from .._core.sse import DEFAULT_MAX_EVENT_SIZE
+from .._core.transcript import Api, ErrorInfo, Request, Turn
 from .replay import Recording, RecordingTransport, ReplayTransport
-from .sse import DEFAULT_MAX_EVENT_SIZE
-from .transcript import Api, ErrorInfo, Request, Turn
+from .settings import Secret, Settings, Timeouts, resolve
 
 __all__ = ["AsyncStream", "Client", "Messages", "Stream"]
 

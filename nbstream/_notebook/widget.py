@@ -22,12 +22,12 @@ from typing import Any
 import anywidget
 import traitlets
 
-from .client import AsyncStream, Client
+from .._core.errors import NbstreamError
+from .._core.transcript import Transcript, Turn
+from .._http.client import AsyncStream, Client
+from .._http.conversation import Conversation
 from .coalesce import Coalescer
-from .conversation import Conversation
-from .errors import NbstreamError
 from .render import readout
-from .transcript import Transcript, Turn
 from .view import LiveText, static_asset
 
 __all__ = ["ChatWidget"]

@@ -41,17 +41,17 @@ from IPython.core.magic_arguments import argument, magic_arguments
 from IPython.display import display
 from traitlets import Bool, Float, Int, Unicode
 
-from . import registry
-from .client import AsyncStream, Client, Stream
+from .._core.errors import ConfigurationError, NbstreamError
+from .._core.events import Event, TextDelta
+from .._core.transcript import Turn
+from .._http import registry
+from .._http.client import AsyncStream, Client, Stream
+from .._http.conversation import Conversation
+from .._http.replay import ReplayError
+from .._http.settings import Timeouts, resolve
 from .coalesce import Coalescer
-from .config import Timeouts, resolve
-from .conversation import Conversation
-from .errors import ConfigurationError, NbstreamError
-from .events import Event, TextDelta
 from .render import escape_html_outside_code, final_bundle, readout_text
 from .render import readout as readout_of
-from .replay import ReplayError
-from .transcript import Turn
 
 __all__ = [
     "ChatMagics",
@@ -596,7 +596,7 @@ def _transform(lines: list[str]) -> list[str]:
     line = first[6:].strip()
     body = "".join(lines[1:])
     return [
-        f"await __import__('nbstream.magics').magics.run_chat({line!r}, {body!r})\n"
+        f"await __import__('nbstream._notebook.magics', fromlist=['_']).run_chat({line!r}, {body!r})\n"
     ]
 
 

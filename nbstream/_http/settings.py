@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import cast
 from urllib.parse import urlsplit
 
-from .errors import ConfigurationError
-from .transcript import Api
+from .._core.errors import ConfigurationError
+from .._core.transcript import Api
 
 __all__ = [
     "LOCAL_BASE_URL",

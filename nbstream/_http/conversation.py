@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from .._core.transcript import Transcript, Turn
 from .client import AsyncStream, Client, Messages, Stream
-from .transcript import Transcript, Turn
 
 __all__ = ["Conversation"]
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from .transcript import Turn
+from .._core.transcript import Turn
 
 __all__ = ["escape_html_outside_code", "final_bundle", "readout", "readout_text"]
 

@@ -14,7 +14,7 @@ import asyncio
 import time
 from collections.abc import Callable
 
-from .events import Event, ReasoningDelta, TextDelta
+from .._core.events import Event, ReasoningDelta, TextDelta
 
 __all__ = ["FRAME_S", "MAX_WAIT_S", "MIN_CHARS", "READOUT_S", "Coalescer"]
 

@@ -15,8 +15,8 @@ from typing import Any
 
 import anywidget
 
+from .._core.transcript import Turn
 from .render import readout
-from .transcript import Turn
 
 __all__ = ["LiveText", "ReplyView", "static_asset"]
 

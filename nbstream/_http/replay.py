@@ -33,7 +33,7 @@ from typing import Any
 
 import httpx2
 
-from .errors import NbstreamError
+from .._core.errors import NbstreamError
 
 __all__ = [
     "Exchange",
