@@ -18,6 +18,7 @@ from ._core.errors import (
     APITimeoutError,
     ConfigurationError,
     EventTooLargeError,
+    InternalError,
     NbstreamError,
     NotAStreamError,
     ProviderStreamError,
@@ -46,10 +47,11 @@ from ._core.transcript import (
     Transcript,
     Turn,
 )
-from ._http.client import AsyncStream, Client, Stream
+from ._http.client import Client
 from ._http.conversation import Conversation
 from ._http.registry import conversation, conversations, new_conversation
 from ._http.settings import Timeouts
+from ._http.streams import AsyncStream, Stream
 
 if TYPE_CHECKING:
     from ._notebook.widget import ChatWidget
@@ -96,6 +98,7 @@ __all__ = [
     "Event",
     "EventTooLargeError",
     "Finish",
+    "InternalError",
     "Meta",
     "Metrics",
     "NbstreamError",

@@ -4,6 +4,7 @@ that are not streams, errors mid-stream, truncated and malformed streams, drops.
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
@@ -151,16 +152,77 @@ def test_a_non_json_error_body_is_shown_as_text(server: LoopbackServer) -> None:
 
 @pytest.mark.parametrize("mode", MODES)
 def test_a_200_that_is_not_an_event_stream(server: LoopbackServer, mode: str) -> None:
-    body = {"id": "chatcmpl-1", "choices": [{"message": {"content": "Hi"}}]}
-    server.enqueue(Reply.json(200, body))
+    server.enqueue(
+        Reply(
+            200,
+            headers={"content-type": "text/html"},
+            chunks=[b"<html><body>chatcmpl-1 login page</body></html>"],
+        )
+    )
     with pytest.raises(NotAStreamError) as info:
         chat(client_for(server), mode)
     msg = str(info.value)
-    assert "application/json" in msg and "text/event-stream" in msg
+    assert "text/html" in msg and "text/event-stream" in msg
     assert "chatcmpl-1" in msg  # shows what came instead
     assert "/v1" in msg  # and how to fix the base URL
     assert info.value.turn is not None and info.value.turn.status == "error"
     assert len(server.requests) == 1
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("api", ["openai", "anthropic"])
+def test_a_server_that_ignores_stream_true_gives_its_whole_answer(
+    server: LoopbackServer, mode: str, api: str
+) -> None:
+    """Many gateways answer ``stream: true`` with one JSON completion: that completion
+    is the reply, marked as not streamed."""
+    if api == "openai":
+        body: dict[str, Any] = {
+            "id": "chatcmpl-1",
+            "model": "served-model",
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {
+                        "role": "assistant",
+                        "content": "Hi there",
+                        "tool_calls": [
+                            {
+                                "id": "call_1",
+                                "type": "function",
+                                "function": {"name": "f", "arguments": '{"a": 1}'},
+                            }
+                        ],
+                    },
+                    "finish_reason": "tool_calls",
+                }
+            ],
+            "usage": {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8},
+        }
+    else:
+        body = {
+            "id": "msg_1",
+            "type": "message",
+            "role": "assistant",
+            "model": "served-model",
+            "content": [
+                {"type": "text", "text": "Hi there"},
+                {"type": "tool_use", "id": "call_1", "name": "f", "input": {"a": 1}},
+            ],
+            "stop_reason": "tool_use",
+            "usage": {"input_tokens": 5, "output_tokens": 3},
+        }
+    server.enqueue(Reply.json(200, body))
+    turn = chat(client_for(server, api=api), mode)
+    assert turn.status == "complete" and turn.streamed is False
+    assert turn.text == "Hi there" and turn.model == "served-model"
+    assert [(c.id, c.name, c.input) for c in turn.tool_calls] == [
+        ("call_1", "f", {"a": 1})
+    ]
+    assert turn.usage is not None and not turn.usage.estimated
+    assert (turn.usage.input_tokens, turn.usage.output_tokens) == (5, 3)
+    assert turn.finish_reason in ("tool_calls", "tool_use")
+    assert Transcript.from_json(Transcript([turn]).to_json()).turns[0].streamed is False
 
 
 # -- errors and oddities inside the stream --------------------------------------------------

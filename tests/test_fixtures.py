@@ -496,11 +496,10 @@ def test_malformed_json_chunk_warns_and_the_stream_goes_on(
 
 
 def _is_content_delta(api: str, obj: dict[str, Any]) -> bool:
-    if api == "anthropic":
-        kind = obj.get("delta", {}).get("type")
-        return obj.get("type") == "content_block_delta" and kind in (
-            "text_delta",
-            "thinking_delta",
+    if api == "anthropic":  # an empty delta carries no token: it is not counted
+        delta = obj.get("delta", {})
+        return obj.get("type") == "content_block_delta" and bool(
+            delta.get("text") or delta.get("thinking")
         )
     return any(
         (ch.get("delta") or {}).get("content") for ch in obj.get("choices") or []

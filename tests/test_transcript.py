@@ -728,10 +728,14 @@ def test_tokens_per_s_counts_output_tokens_after_the_first_one() -> None:
     assert m.tokens_per_s == pytest.approx(8 / (m.elapsed_s - m.ttft_s))
 
 
-def test_tokens_per_s_is_none_when_it_cannot_be_computed() -> None:
-    # still streaming: no elapsed time yet
+def test_tokens_per_s_is_live_while_streaming() -> None:
+    # still streaming: the deltas so far, up to the last one (2 deltas, 0.25 s apart)
     live = short_turn("open")
-    assert live.metrics.elapsed_s is None and live.metrics.tokens_per_s is None
+    assert live.metrics.elapsed_s is None
+    assert live.metrics.tokens_per_s == pytest.approx(1 / 0.25)
+
+
+def test_tokens_per_s_is_none_when_it_cannot_be_computed() -> None:
     # failed before any token
     assert http_failure().metrics.tokens_per_s is None
     # a one-token reply has no rate
@@ -750,7 +754,8 @@ def test_arrivals_is_a_compact_float32_array_with_one_entry_per_delta() -> None:
     turn, events, _ = build(read(name), "anthropic")
     deltas = [e for e in events if isinstance(e, TextDelta | ReasoningDelta)]
     counts = [b["delta_counts"] for b in EXP[name]["content"]]
-    assert len(deltas) == counts[0]["thinking_delta"] + counts[1]["text_delta"]
+    # one thinking_delta of that stream is empty: it carries no token and is no delta
+    assert len(deltas) == counts[0]["thinking_delta"] + counts[1]["text_delta"] - 1
     arrivals = turn.metrics.arrivals
     assert arrivals.typecode == "f" and arrivals.itemsize == 4
     assert len(arrivals) == len(deltas) == turn.metrics.deltas

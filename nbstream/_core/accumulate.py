@@ -30,13 +30,15 @@ from .events import (
 )
 from .transcript import ErrorInfo, Turn
 
-__all__ = ["Accumulator"]
+__all__ = ["MAX_WARNINGS", "Accumulator"]
+
+MAX_WARNINGS = 50  # a hostile stream can warn a million times; the turn keeps this many
 
 
 class Accumulator:
     """Applies events to a turn; ``finish()`` decides its final status."""
 
-    __slots__ = ("_arrivals", "_metrics", "_prompt_chars", "turn")
+    __slots__ = ("_arrivals", "_dropped", "_metrics", "_prompt_chars", "turn")
 
     def __init__(self, turn: Turn, *, prompt_chars: int = 0) -> None:
         """``prompt_chars``: the size of what was sent, to estimate input tokens."""
@@ -44,6 +46,9 @@ class Accumulator:
         self._prompt_chars = prompt_chars
         self._metrics = turn.metrics
         self._arrivals = turn.metrics.arrivals
+        self._dropped = 0
+        if prompt_chars:
+            turn.metrics.input_estimate = max(1, round(prompt_chars / 4))
 
     def apply(self, ev: Event, now: float) -> None:
         """Apply one event that arrived ``now`` seconds after the request was sent."""
@@ -85,7 +90,10 @@ class Accumulator:
                 if turn.error is None:
                     turn.error = ErrorInfo("ProviderStreamError", message, code=code)
             case StreamWarning(message=message):
-                turn.warnings.append(message)
+                if len(turn.warnings) < MAX_WARNINGS:
+                    turn.warnings.append(message)
+                else:
+                    self._dropped += 1
             case Done():
                 turn.done = True
             case _:
@@ -102,6 +110,9 @@ class Accumulator:
         """The body ended: settle tool calls, usage, token counts and the status."""
         turn, m = self.turn, self._metrics
         m.elapsed_s = now
+        if self._dropped:
+            turn.warnings.append(f"… and {self._dropped} more warnings like these.")
+            self._dropped = 0
         for ch in turn.choices:
             ch.end_all_tool_calls()
             for call in ch.tool_calls:
@@ -131,7 +142,7 @@ class Accumulator:
         if old is not None and old.input_tokens is not None:
             inp = old.input_tokens
         else:
-            inp = max(1, round(self._prompt_chars / 4)) if self._prompt_chars else 0
+            inp = m.input_estimate or 0
         m.output_tokens = out
         m.output_tokens_estimated = True
         turn.usage = Usage(

@@ -9,9 +9,15 @@ NbstreamError                  base of everything below; ``.turn`` holds the tur
 │   ├── ProviderStreamError    an ``error`` event or error object in the middle of a stream
 │   └── NotAStreamError        a 2xx answer whose body is not ``text/event-stream``
 ├── APIConnectionError         could not connect, or the connection broke mid-stream
-├── APITimeoutError            connect, first-byte or idle timeout (``.phase`` says which)
-└── EventTooLargeError         one server-sent event exceeded ``max_event_size``
+├── APITimeoutError            a wait ran out: ``.phase`` is ``connect``, ``pool``,
+│                              ``first_byte``, ``first_token``, ``idle`` or ``total``
+├── EventTooLargeError         one server-sent event exceeded ``max_event_size``
+└── InternalError              nbstream itself failed on a reply (a bug; the partial
+                               reply is kept)
 ```
+
+Whatever a server sends, only these escape: anything unexpected inside the engine ends
+the turn as ``error`` with an ``InternalError``; ``cancelled`` means someone stopped it.
 
 Every message names the cause and the fix, and never contains an API key: the client
 scrubs its key from any text that came from the network before it reaches an error.
@@ -31,6 +37,7 @@ __all__ = [
     "APITimeoutError",
     "ConfigurationError",
     "EventTooLargeError",
+    "InternalError",
     "NbstreamError",
     "NotAStreamError",
     "ProviderStreamError",
@@ -99,14 +106,17 @@ class APIConnectionError(NbstreamError):
     """Could not connect to the server, or the connection broke mid-stream."""
 
 
+TimeoutPhase = Literal["connect", "pool", "first_byte", "first_token", "idle", "total"]
+
+
 class APITimeoutError(NbstreamError):
-    """A timeout: ``phase`` is ``"connect"``, ``"first_byte"`` or ``"idle"``."""
+    """A wait ran out; ``phase`` says which (see ``Timeouts``)."""
 
     def __init__(
         self,
         message: str,
         *,
-        phase: Literal["connect", "first_byte", "idle"],
+        phase: TimeoutPhase,
         turn: Turn | None = None,
     ) -> None:
         super().__init__(message, turn=turn)
@@ -115,3 +125,8 @@ class APITimeoutError(NbstreamError):
 
 class EventTooLargeError(NbstreamError):
     """One server-sent event was larger than the configured ``max_event_size``."""
+
+
+class InternalError(NbstreamError):
+    """nbstream failed while handling a reply: a bug. The turn is ``error`` and keeps
+    the partial reply; the message names the failure."""

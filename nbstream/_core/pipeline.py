@@ -3,7 +3,12 @@
 No I/O: the caller feeds bytes as they arrive with the time they arrived, and calls
 ``close()`` at end of body. Used by the client, by replay, and by the tests byte by byte.
 
->>> from nbstream.transcript import Request, Turn
+What a hostile server can do is settled here, once: every event's text passes the
+``Redactor`` (the key never reaches the turn, a view or a recording); nothing after the
+end marker is applied; a batch of events is applied under the turn's lock, so a reader
+on another thread sees the turn before or after a batch, never in between.
+
+>>> from nbstream._core.transcript import Request, Turn
 >>> turn = Turn(Request([], "m", "openai", "u"))
 >>> p = Pipeline("openai", turn)
 >>> _ = p.feed(b'data: {"choices":[{"index":0,"delta":{"content":"Hi"}}]}\\n\\n', 0.1)
@@ -14,37 +19,63 @@ No I/O: the caller feeds bytes as they arrive with the time they arrived, and ca
 
 from __future__ import annotations
 
+import json
+from dataclasses import replace
+from typing import Any
+
 from .accumulate import Accumulator
-from .events import Event
-from .providers import Parser, anthropic, openai
+from .events import (
+    Done,
+    ErrorEvent,
+    Event,
+    Meta,
+    ReasoningDelta,
+    RefusalDelta,
+    StreamWarning,
+    TextDelta,
+    ToolCallDelta,
+)
+from .providers import Provider, provider_for
+from .secrets import Redactor, Scrubber
 from .sse import DEFAULT_MAX_EVENT_SIZE, ServerSentEvent, SSEDecoder
 from .transcript import Api, Turn
 
-__all__ = ["Pipeline", "parser_for"]
-
-
-def parser_for(api: Api) -> Parser:
-    return anthropic.Parser() if api == "anthropic" else openai.Parser()
+__all__ = ["Pipeline"]
 
 
 class Pipeline:
     """``feed(bytes, now) -> events``; ``close(now) -> events``; the turn is kept current."""
 
-    __slots__ = ("_acc", "_decoder", "_parser", "raw_events", "turn")
+    __slots__ = (
+        "_acc",
+        "_after_end",
+        "_decoder",
+        "_parser",
+        "_redactor",
+        "_scrubber",
+        "raw_events",
+        "turn",
+    )
 
     def __init__(
         self,
-        api: Api,
+        provider: Provider | Api,
         turn: Turn,
         *,
         max_event_size: int | None = DEFAULT_MAX_EVENT_SIZE,
         prompt_chars: int = 0,
         keep_raw_events: bool = False,
+        scrubber: Scrubber | None = None,
     ) -> None:
         self.turn = turn
+        self._scrubber = scrubber if scrubber else None
+        self._redactor = Redactor(scrubber) if scrubber else None
         self._decoder = SSEDecoder(max_event_size)
-        self._parser = parser_for(api)
+        if isinstance(provider, str):
+            provider = provider_for(provider)
+        self._parser = provider.parser(self._scrubber)
         self._acc = Accumulator(turn, prompt_chars=prompt_chars)
+        self._after_end = 0
         self.raw_events: list[ServerSentEvent] | None = [] if keep_raw_events else None
         if self.raw_events is not None:
             turn.raw_events = self.raw_events
@@ -53,24 +84,151 @@ class Pipeline:
         return self._events(self._decoder.feed(data), now)
 
     def close(self, now: float) -> list[Event]:
+        """End of body: the last event, what the redactor held back, the final status."""
         out = self._events(self._decoder.close(), now)
-        self._acc.finish(now)
+        with self.turn._lock:
+            out += self._release(now)
+            self._acc.finish(now)
+            self._scrub_all()
         return out
 
     def abort(self, now: float) -> None:
         """The body did not end normally (stopped, failed): settle the turn as it is."""
-        self._acc.finish(now)
+        with self.turn._lock:
+            self._release(now)
+            self._acc.finish(now)
+            self._scrub_all()
+
+    def apply(self, events: list[Event], now: float) -> list[Event]:
+        """Apply events that did not come from the body (a whole JSON answer)."""
+        with self.turn._lock:
+            return self._apply(events, now)
 
     def _events(self, sses: list[ServerSentEvent], now: float) -> list[Event]:
         if not sses:
             return []
-        self.turn.metrics.chunks += len(sses)
+        turn = self.turn
+        turn.metrics.chunks += len(sses)
         if self.raw_events is not None:
             self.raw_events.extend(sses)
-        parse, apply = self._parser.parse, self._acc.apply
+        parse = self._parser.parse
         out: list[Event] = []
-        for sse in sses:
-            for ev in parse(sse):
-                apply(ev, now)
-                out.append(ev)
+        with turn._lock:
+            for sse in sses:
+                if turn.done:
+                    self._after_end += 1
+                    continue
+                out += self._apply(parse(sse), now)
+            if self._after_end:
+                n, self._after_end = self._after_end, 0
+                out += self._apply(
+                    [
+                        StreamWarning(
+                            f"The server sent {n} more event{'s' if n > 1 else ''} "
+                            "after the end of the reply; ignored."
+                        )
+                    ],
+                    now,
+                )
         return out
+
+    def _apply(self, events: list[Event], now: float) -> list[Event]:
+        apply, turn = self._acc.apply, self.turn
+        if self._redactor is None:
+            for i, ev in enumerate(events):
+                apply(ev, now)
+                if type(ev) is Done:
+                    self._after_end += len(events) - i - 1
+                    return events[: i + 1]
+            return events
+        out: list[Event] = []
+        for ev in events:
+            if turn.done:
+                self._after_end += 1
+                continue
+            clean = self._clean(ev)
+            if clean is not None:
+                apply(clean, now)
+                out.append(clean)
+        return out
+
+    # -- secrets -------------------------------------------------------------------
+    def _clean(self, ev: Event) -> Event | None:
+        """``ev`` with the key taken out; ``None`` when nothing is left to show yet."""
+        red, scrub = self._redactor, self._scrubber
+        assert red is not None and scrub is not None
+        kind = type(ev)
+        if kind is TextDelta or kind is ReasoningDelta or kind is RefusalDelta:
+            assert isinstance(ev, TextDelta | ReasoningDelta | RefusalDelta)
+            text = red.feed((ev.type, ev.choice), ev.text)
+            if text is ev.text:
+                return ev
+            return replace(ev, text=text) if text else None
+        if kind is ToolCallDelta:
+            assert isinstance(ev, ToolCallDelta)
+            args = red.feed(("args", ev.choice, ev.index), ev.arguments)
+            return replace(
+                ev,
+                arguments=args,
+                id=scrub.scrub(ev.id) if ev.id else ev.id,
+                name=scrub.scrub(ev.name) if ev.name else ev.name,
+            )
+        if kind is Meta:
+            assert isinstance(ev, Meta)
+            return replace(ev, value=_scrub_json(scrub, ev.value))
+        if kind is ErrorEvent:
+            assert isinstance(ev, ErrorEvent)
+            return replace(
+                ev, message=scrub.scrub(ev.message), raw=_scrub_json(scrub, ev.raw)
+            )
+        if kind is StreamWarning:
+            assert isinstance(ev, StreamWarning)
+            return replace(ev, message=scrub.scrub(ev.message))
+        return ev
+
+    def _release(self, now: float) -> list[Event]:
+        """What the redactor held back: the stream ended, so it cannot grow into the key."""
+        red = self._redactor
+        if red is None:
+            return []
+        out: list[Event] = []
+        for channel in red.channels():
+            held = red.flush(channel)
+            if not held:
+                continue
+            assert isinstance(channel, tuple)
+            if channel[0] == "args":
+                ev: Event = ToolCallDelta(channel[2], None, None, held, channel[1])
+            elif channel[0] == "reasoning":
+                ev = ReasoningDelta(held, channel[1])
+            elif channel[0] == "refusal":
+                ev = RefusalDelta(held, channel[1])
+            else:
+                ev = TextDelta(held, channel[1])
+            self._acc.apply(ev, now)
+            out.append(ev)
+        return out
+
+    def _scrub_all(self) -> None:
+        """The whole reply once more: a slice of the key from its middle, split across
+        pieces, is only visible in the whole text."""
+        scrub = self._scrubber
+        if scrub is None:
+            return
+        for ch in self.turn.choices:
+            ch.scrub(scrub.scrub)
+
+
+def _scrub_json(scrub: Scrubber, value: Any) -> Any:
+    if isinstance(value, str):
+        return scrub.scrub(value)
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    text = json.dumps(value, ensure_ascii=False)
+    clean = scrub.scrub(text)
+    if clean == text:
+        return value
+    try:
+        return json.loads(clean)
+    except ValueError:  # a mask cut through an escape sequence
+        return clean

@@ -16,7 +16,8 @@ from __future__ import annotations
 from typing import Any
 
 from .._core.transcript import Transcript, Turn
-from .client import AsyncStream, Client, Messages, Stream
+from .client import Client, Messages
+from .streams import AsyncStream, Stream
 
 __all__ = ["Conversation"]
 
@@ -64,11 +65,15 @@ class Conversation:
         api = self.client.api
         history = self.transcript.to_messages(api, include_system=False)
         model = params.pop("model", None)
-        job, turn = self.client._history_job(
-            history, message, self.transcript.system, model, {**self.params, **params}
+        spec, turn = self.client._request(
+            message,
+            self.transcript.system,
+            model,
+            {**self.params, **params},
+            history=history,
         )
         self.transcript.append(turn)
-        return job, turn
+        return spec, turn
 
     def stream(self, message: Messages, **params: Any) -> Stream:
         """Send ``message`` with the history; iterate the stream for events."""

@@ -26,7 +26,7 @@ import base64
 import json
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -205,7 +205,7 @@ class _ReplayBody(httpx2.AsyncByteStream):
     async def __aiter__(self) -> AsyncIterator[bytes]:
         for dt, data in self._chunks:
             if self._speed > 0 and dt > 0:
-                await asyncio.sleep(dt * self._speed)  # the recorded pace
+                await asyncio.sleep(dt / self._speed)  # speed 2: twice as fast
             yield data
 
 
@@ -227,11 +227,17 @@ class ReplayTransport(httpx2.AsyncBaseTransport):
         )
 
 
+Scrub = Callable[[bytes], bytes]
+
+
 class _RecordingBody(httpx2.AsyncByteStream):
-    def __init__(self, inner: httpx2.Response, exchange: Exchange, sink: Path) -> None:
+    def __init__(
+        self, inner: httpx2.Response, exchange: Exchange, sink: Path, scrub: Scrub
+    ) -> None:
         self._inner = inner
         self._ex = exchange
         self._sink = sink
+        self._scrub = scrub
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         last = time.perf_counter()
@@ -243,9 +249,26 @@ class _RecordingBody(httpx2.AsyncByteStream):
 
     async def aclose(self) -> None:
         await self._inner.aclose()
+        self._ex.chunks = _scrubbed(self._ex.chunks, self._scrub)
         self._sink.parent.mkdir(parents=True, exist_ok=True)
         with open(self._sink, "a", encoding="utf-8") as f:
             f.write(self._ex.to_json() + "\n")
+
+
+def _scrubbed(
+    chunks: list[tuple[float, bytes]], scrub: Scrub
+) -> list[tuple[float, bytes]]:
+    """The body with the key masked, in the same pieces: the key may lie across two of
+    them, so the whole body is scrubbed (keeping its length) and cut where it was."""
+    body = b"".join(data for _, data in chunks)
+    clean = scrub(body)
+    if clean == body:
+        return chunks
+    out, pos = [], 0
+    for dt, data in chunks:
+        out.append((dt, clean[pos : pos + len(data)]))
+        pos += len(data)
+    return out
 
 
 class RecordingTransport(httpx2.AsyncBaseTransport):
@@ -257,17 +280,26 @@ class RecordingTransport(httpx2.AsyncBaseTransport):
         *,
         verify: bool = True,
         inner: httpx2.AsyncBaseTransport | None = None,
+        scrub: Scrub | None = None,
     ) -> None:
         self.path = Path(path)
         self.inner = inner or httpx2.AsyncHTTPTransport(verify=verify)
+        self.scrub: Scrub = scrub or (lambda b: b)
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
         started = time.perf_counter()
         response = await self.inner.handle_async_request(request)
+        scrub = self.scrub  # nothing the key could be in is written as it came
         headers = {
-            k: v for k, v in response.headers.items() if k.lower() in _KEEP_HEADERS
+            k: scrub(v.encode()).decode("utf-8", "replace")
+            for k, v in response.headers.items()
+            if k.lower() in _KEEP_HEADERS
         }
-        body = json.loads(request.content or b"null")
+        try:
+            body = json.loads(scrub(request.content or b"null"))
+        except ValueError:  # a mask cut through an escape sequence
+            body = json.loads(request.content or b"null")
+            body = json.loads(scrub(json.dumps(body).encode()))
         exchange = Exchange(
             api_path(request.url.path), body, response.status_code, headers
         )
@@ -281,7 +313,7 @@ class RecordingTransport(httpx2.AsyncBaseTransport):
         return httpx2.Response(
             response.status_code,
             headers=response.headers,
-            stream=_RecordingBody(inner, exchange, self.path),
+            stream=_RecordingBody(inner, exchange, self.path, self.scrub),
             request=request,
             extensions=response.extensions,
         )

@@ -17,6 +17,7 @@ from typing import cast
 from urllib.parse import urlsplit
 
 from .._core.errors import ConfigurationError
+from .._core.secrets import Secret, check_key
 from .._core.transcript import Api
 
 __all__ = [
@@ -57,42 +58,37 @@ def _local_server(env: Mapping[str, str]) -> str | None:
         return None
 
 
-class Secret:
-    """Holds an API key; its repr and str never show it."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def get(self) -> str:
-        return self._value
-
-    def __repr__(self) -> str:
-        return "Secret('***')"
-
-    __str__ = __repr__
-
-    def __reduce__(self) -> str | tuple[object, ...]:
-        raise TypeError("an API key is not picklable")
-
-
 @dataclass(frozen=True, slots=True)
 class Timeouts:
-    """Seconds to wait: to connect, for the first byte of the reply, and between two
-    pieces of it. ``None`` waits forever."""
+    """Seconds to wait. ``None`` waits forever.
+
+    - ``connect``: to connect (and for a free connection of the pool);
+    - ``first_byte``: from sending the request to the first byte of the answer;
+    - ``first_token``: from sending the request to the first piece of the reply (text,
+      reasoning or a tool call): a server that only sends keep-alive comments
+      (``: PROCESSING``) is given up on after this;
+    - ``idle``: between two events of the reply (comments do not count);
+    - ``total``: for the whole reply, if set.
+
+    >>> Timeouts(total=300).first_token
+    180.0
+    """
 
     connect: float | None = 10.0
     first_byte: float | None = 120.0
     idle: float | None = 60.0
+    first_token: float | None = 180.0
+    total: float | None = None
 
     @classmethod
     def of(cls, value: float | Timeouts | None) -> Timeouts:
+        """``Client(timeout=30)``: 30 s for each wait (the total stays unlimited)."""
         if value is None:
             return cls()
         if isinstance(value, Timeouts):
             return value
-        return cls(float(value), float(value), float(value))
+        v = float(value)
+        return cls(v, v, v, v)
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,8 +137,15 @@ def resolve(
         the_api = "openai"
 
     provider_key = "ANTHROPIC_API_KEY" if the_api == "anthropic" else "OPENAI_API_KEY"
-    own_key = api_key or e.get("NBSTREAM_API_KEY")
-    key = own_key or e.get(provider_key)
+    if api_key:  # "" counts as unset, as an empty variable does
+        own_key: str | None = check_key(api_key, "api_key")
+    elif "NBSTREAM_API_KEY" in e:
+        own_key = check_key(e["NBSTREAM_API_KEY"], "NBSTREAM_API_KEY")
+    else:
+        own_key = None
+    key = own_key
+    if key is None and provider_key in e:
+        key = check_key(e[provider_key], provider_key)
 
     if base_url is not None:
         url, source = base_url, "the base_url argument"

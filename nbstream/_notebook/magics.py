@@ -45,10 +45,11 @@ from .._core.errors import ConfigurationError, NbstreamError
 from .._core.events import Event, TextDelta
 from .._core.transcript import Turn
 from .._http import registry
-from .._http.client import AsyncStream, Client, Stream
+from .._http.client import Client
 from .._http.conversation import Conversation
 from .._http.replay import ReplayError
 from .._http.settings import Timeouts, resolve
+from .._http.streams import AsyncStream, Stream
 from .coalesce import Coalescer
 from .render import escape_html_outside_code, final_bundle, readout_text
 from .render import readout as readout_of

@@ -24,8 +24,9 @@ import traitlets
 
 from .._core.errors import NbstreamError
 from .._core.transcript import Transcript, Turn
-from .._http.client import AsyncStream, Client
+from .._http.client import Client
 from .._http.conversation import Conversation
+from .._http.streams import AsyncStream
 from .coalesce import Coalescer
 from .render import readout
 from .view import LiveText, static_asset

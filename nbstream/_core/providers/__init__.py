@@ -1,21 +1,88 @@
-"""Wire formats: build a request body, and turn one SSE event into neutral events.
+"""Wire formats. One provider object per format owns everything that differs between
+them: the request path, headers and body, the event parser and its usage rules, the
+reading of error bodies, a non-streamed answer, and the history messages sent back.
+"openai or anthropic" is asked once, in ``provider_for``.
 
-One module per format; both have the same shape (``build_body``, ``headers``, ``path``,
-a ``Parser`` with ``parse(sse) -> list[Event]``, ``error_details(body)``).
+>>> provider_for("anthropic").path
+'/messages'
 """
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..events import Event
+from ..secrets import Scrubber
 from ..sse import ServerSentEvent
 
-__all__ = ["Parser", "split_system"]
+if TYPE_CHECKING:
+    from ..transcript import Api, Transcript, Turn
+
+__all__ = [
+    "MAX_CHOICES",
+    "Parser",
+    "Provider",
+    "clip",
+    "history_turns",
+    "provider_for",
+    "quote",
+    "split_system",
+]
+
+MAX_CHOICES = 128  # ``n`` above this is refused by every provider; an index beyond it
+# is a broken or hostile stream, not a reply (a chunk with index 200000 must not
+# allocate 200,001 choices).
 
 
 class Parser(Protocol):
+    """One server-sent event → neutral events. Keeps the state a format needs."""
+
     def parse(self, sse: ServerSentEvent) -> list[Event]: ...
+
+
+class Provider(Protocol):
+    api: Api
+    path: str
+
+    def headers(self, api_key: str | None) -> dict[str, str]: ...
+
+    def body(
+        self,
+        model: str,
+        messages: list[dict[str, Any]],
+        system: str | None,
+        params: dict[str, Any],
+        *,
+        stream_options: bool = True,
+    ) -> dict[str, Any]: ...
+
+    def parser(self, scrubber: Scrubber | None = None) -> Parser: ...
+
+    def completion(self, obj: Any, scrubber: Scrubber | None = None) -> list[Event]:
+        """The events of a whole JSON answer (a server that ignored ``stream``)."""
+        ...
+
+    def error_details(self, body: Any) -> tuple[str | None, str | None, str | None]:
+        """``(message, type, code)`` from an error body or error event."""
+        ...
+
+    def rejects_stream_options(self, status: int, body: str) -> bool: ...
+
+    def reply_message(self, turn: Turn) -> dict[str, Any] | None: ...
+
+    def history(
+        self, transcript: Transcript, *, include_system: bool = True
+    ) -> list[dict[str, Any]]: ...
+
+
+def provider_for(api: Api) -> Provider:
+    if api == "anthropic":
+        from .anthropic import PROVIDER as anthropic
+
+        return anthropic
+    from .openai import PROVIDER as openai
+
+    return openai
 
 
 def split_system(
@@ -30,3 +97,23 @@ def split_system(
         else:
             rest.append(m)
     return ("\n\n".join(parts) if parts else None), rest
+
+
+def history_turns(transcript: Transcript) -> list[Turn]:
+    """The turns that go into the history: failed ones are left out entirely (a retried
+    question is not sent twice); stopped and incomplete ones go in with their partial
+    reply."""
+    return [t for t in transcript.turns if t.status not in ("error", "streaming")]
+
+
+def clip(scrubber: Scrubber | None, text: str, limit: int = 120) -> str:
+    """``text`` cut to ``limit`` characters for a message, scrubbed *before* the cut
+    (a key cut in the middle would otherwise leave most of itself behind)."""
+    if scrubber:
+        return scrubber.cut(text, limit)
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def quote(scrubber: Scrubber | None, text: str, limit: int = 120) -> str:
+    """``clip`` in quotes, for quoting what a server sent."""
+    return repr(clip(scrubber, text, limit))

@@ -1,9 +1,9 @@
-"""Anthropic ``/v1/messages`` streams."""
+"""Anthropic ``/v1/messages``."""
 
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..events import (
     Done,
@@ -19,63 +19,36 @@ from ..events import (
     Usage,
     UsageEvent,
 )
+from ..secrets import Scrubber
 from ..sse import ServerSentEvent
-from . import split_system
+from . import clip, history_turns, quote, split_system
+from ._shape import count, dict_at, int_at, str_at, wrong
 
-__all__ = [
-    "PATH",
-    "Parser",
-    "build_body",
-    "error_details",
-    "headers",
-    "normalize_usage",
-]
+if TYPE_CHECKING:
+    from ..transcript import Api, Transcript, Turn
 
-PATH = "/messages"
+__all__ = ["PROVIDER", "AnthropicProvider", "Parser", "normalize_usage"]
+
 API_VERSION = "2023-06-01"
 DEFAULT_MAX_TOKENS = 4096
+MAX_BLOCKS = 1 << 16
 _DONE = Done()
+# Usage fields that message_start reports before anything was generated: its
+# ``output_tokens`` is a placeholder (1), not a count, so it is not taken.
+_PLACEHOLDERS = frozenset({"output_tokens"})
 
 
-def build_body(
-    model: str,
-    messages: list[dict[str, Any]],
-    system: str | None,
-    params: dict[str, Any],
-    *,
-    stream_options: bool = True,
-) -> dict[str, Any]:
-    sys_text, rest = split_system(messages, system)
-    body: dict[str, Any] = {
-        "model": model,
-        "messages": rest,
-        "max_tokens": DEFAULT_MAX_TOKENS,
-    }
-    if sys_text:
-        body["system"] = sys_text
-    body.update(params)
-    body["stream"] = True
-    return body
-
-
-def headers(api_key: str | None) -> dict[str, str]:
-    h = {"anthropic-version": API_VERSION}
-    if api_key:
-        h["x-api-key"] = api_key
-    return h
-
-
-def normalize_usage(u: dict[str, Any]) -> Usage:
+def normalize_usage(u: dict[str, Any], out: list[Event]) -> Usage:
     """``input_tokens`` here counts every prompt token: uncached + cache write + read."""
-    base = u.get("input_tokens")
-    write = u.get("cache_creation_input_tokens") or 0
-    read = u.get("cache_read_input_tokens") or 0
+    base = count(u, "input_tokens", "usage.input_tokens", out)
+    write = count(u, "cache_creation_input_tokens", "usage.cache_creation", out) or 0
+    read = count(u, "cache_read_input_tokens", "usage.cache_read", out) or 0
     inp = base + write + read if base is not None else None
-    out = u.get("output_tokens")
-    total = inp + out if inp is not None and out is not None else None
+    outp = count(u, "output_tokens", "usage.output_tokens", out)
+    total = inp + outp if inp is not None and outp is not None else None
     return Usage(
         input_tokens=inp,
-        output_tokens=out,
+        output_tokens=outp,
         total_tokens=total,
         cached_input_tokens=read if base is not None else None,
         raw=u,
@@ -87,8 +60,12 @@ def error_details(body: Any) -> tuple[str | None, str | None, str | None]:
     err = body.get("error", body) if isinstance(body, dict) else body
     if not isinstance(err, dict):
         return (err if isinstance(err, str) else None), None, None
-    msg = err.get("message")
-    return (str(msg) if msg is not None else None), err.get("type"), None
+    msg, etype = err.get("message"), err.get("type")
+    return (
+        str(msg) if msg is not None else None,
+        etype if isinstance(etype, str) else None,
+        None,
+    )
 
 
 class Parser:
@@ -98,118 +75,276 @@ class Parser:
     then cumulative ``message_delta``), and the input of server-side tool blocks.
     """
 
-    __slots__ = ("_blocks", "_server_input", "_usage")
+    __slots__ = ("_blocks", "_scrubber", "_server_input", "_usage")
 
-    def __init__(self) -> None:
+    def __init__(self, scrubber: Scrubber | None = None) -> None:
         self._blocks: dict[int, dict[str, Any]] = {}
         self._server_input: dict[int, list[str]] = {}
         self._usage: dict[str, Any] = {}
+        self._scrubber = scrubber
 
     def parse(self, sse: ServerSentEvent) -> list[Event]:
         try:
             obj = json.loads(sse.data)
         except ValueError:
             return [
-                StreamWarning(f"Skipped an event that is not JSON: {sse.data[:120]!r}")
-            ]
-        if not isinstance(obj, dict):
-            return [
                 StreamWarning(
-                    f"Skipped an event that is not a JSON object: {sse.data[:120]!r}"
+                    "Skipped an event that is not JSON: "
+                    + quote(self._scrubber, sse.data)
                 )
             ]
-        kind = obj.get("type") or sse.event
-        if kind == "content_block_delta":
-            return self._delta(obj.get("index", 0), obj.get("delta") or {})
-        if kind == "content_block_start":
-            return self._start(obj.get("index", 0), obj.get("content_block") or {})
-        if kind == "content_block_stop":
-            return self._stop(obj.get("index", 0))
-        if kind == "message_start":
-            msg = obj.get("message") or {}
-            out: list[Event] = []
-            if msg.get("id"):
-                out.append(Meta("response_id", msg["id"]))
-            if msg.get("model"):
-                out.append(Meta("model", msg["model"]))
-            if msg.get("usage"):
-                out.append(self._merge_usage(msg["usage"]))
+        out: list[Event] = []
+        if type(obj) is not dict:
+            wrong("an event", obj, "a JSON object", out)
             return out
-        if kind == "message_delta":
-            return self._message_delta(obj)
-        if kind == "message_stop":
-            return [_DONE]
-        if kind == "error":
-            msg_text, etype, code = error_details(obj)
-            return [ErrorEvent(msg_text or sse.data[:500], code, etype, obj)]
-        return []  # ping, and event types added after this was written
+        kind = obj.get("type") or sse.event
+        return self.event(kind, obj, out)
 
-    def _delta(self, index: int, d: dict[str, Any]) -> list[Event]:
+    def event(self, kind: Any, obj: dict[str, Any], out: list[Event]) -> list[Event]:
+        if kind == "content_block_delta":
+            index = self._index(obj, out)
+            delta = dict_at(obj, "delta", "content_block_delta.delta", out)
+            if index is not None and delta:
+                self._delta(index, delta, out)
+        elif kind == "content_block_start":
+            index = self._index(obj, out)
+            block = dict_at(obj, "content_block", "content_block", out)
+            if index is not None and block:
+                self._start(index, block, out)
+        elif kind == "content_block_stop":
+            index = self._index(obj, out)
+            if index is not None:
+                self._stop(index, out)
+        elif kind == "message_start":
+            msg = dict_at(obj, "message", "message_start.message", out) or {}
+            rid = str_at(msg, "id", "message.id", out)
+            if rid:
+                out.append(Meta("response_id", rid))
+            model = str_at(msg, "model", "message.model", out)
+            if model:
+                out.append(Meta("model", model))
+            usage = dict_at(msg, "usage", "message.usage", out)
+            if usage:
+                out.append(self._merge_usage(usage, out, start=True))
+        elif kind == "message_delta":
+            self._message_delta(obj, out)
+        elif kind == "message_stop":
+            out.append(_DONE)
+        elif kind == "error":
+            msg_text, etype, code = error_details(obj)
+            raw = json.dumps(obj, ensure_ascii=False)
+            out.append(
+                ErrorEvent(msg_text or clip(self._scrubber, raw, 500), code, etype, obj)
+            )
+        # ping, and event types added after this was written: nothing to do
+        return out
+
+    def _index(self, obj: dict[str, Any], out: list[Event]) -> int | None:
+        index = int_at(obj, "index", "index", out)
+        if index is None:
+            return 0 if "index" not in obj else None
+        if not 0 <= index < MAX_BLOCKS:
+            wrong("index", index, "a small whole number", out)
+            return None
+        return index
+
+    def _delta(self, index: int, d: dict[str, Any], out: list[Event]) -> None:
         kind = d.get("type")
         if kind == "text_delta":
-            return [TextDelta(d.get("text", ""))]
-        if kind == "thinking_delta":
-            return [ReasoningDelta(d.get("thinking", ""))]
-        if kind == "input_json_delta":
-            part = d.get("partial_json", "")
+            text = str_at(d, "text", "text_delta.text", out)
+            if text:
+                out.append(TextDelta(text))
+        elif kind == "thinking_delta":
+            text = str_at(d, "thinking", "thinking_delta.thinking", out)
+            if text:
+                out.append(ReasoningDelta(text))
+        elif kind == "input_json_delta":
+            part = str_at(d, "partial_json", "input_json_delta.partial_json", out)
+            if part is None:
+                return
             if index in self._server_input:
                 self._server_input[index].append(part)
-                return []
-            return [ToolCallDelta(index, None, None, part)]
-        if kind == "signature_delta":
-            return [Meta("reasoning_signature", d.get("signature", ""), 0)]
-        if kind == "citations_delta":
-            return [Meta("citations", d.get("citation"), 0, "append")]
-        return []
+            else:
+                out.append(ToolCallDelta(index, None, None, part))
+        elif kind == "signature_delta":
+            sig = str_at(d, "signature", "signature_delta.signature", out)
+            if sig:
+                out.append(Meta("reasoning_signature", sig, 0))
+        elif kind == "citations_delta":
+            out.append(Meta("citations", d.get("citation"), 0, "append"))
 
-    def _start(self, index: int, block: dict[str, Any]) -> list[Event]:
+    def _start(self, index: int, block: dict[str, Any], out: list[Event]) -> None:
         kind = block.get("type")
         self._blocks[index] = block
         if kind == "text":
-            return [TextDelta(block["text"])] if block.get("text") else []
-        if kind == "thinking":
-            return [ReasoningDelta(block["thinking"])] if block.get("thinking") else []
-        if kind == "tool_use":
+            text = str_at(block, "text", "content_block.text", out)
+            if text:
+                out.append(TextDelta(text))
+        elif kind == "thinking":
+            text = str_at(block, "thinking", "content_block.thinking", out)
+            if text:
+                out.append(ReasoningDelta(text))
+            sig = str_at(block, "signature", "content_block.signature", out)
+            if sig:
+                out.append(Meta("reasoning_signature", sig, 0))
+        elif kind == "tool_use":
             given = block.get("input")
-            args = json.dumps(given) if given else ""
-            return [ToolCallDelta(index, block.get("id"), block.get("name"), args)]
-        if kind == "server_tool_use":
+            args = json.dumps(given, ensure_ascii=False) if given else ""
+            tool_id = str_at(block, "id", "content_block.id", out)
+            name = str_at(block, "name", "content_block.name", out)
+            out.append(ToolCallDelta(index, tool_id, name, args))
+        elif kind == "server_tool_use":
             self._server_input[index] = []
-        return []
+        elif kind == "fallback":
+            # Anthropic's server-side fallback: a model declined and another one
+            # writes what follows; the turn names the model that wrote the reply
+            to = dict_at(block, "to", "fallback.to", out) or {}
+            model = str_at(to, "model", "fallback.to.model", out)
+            if model:
+                out.append(Meta("model", model))
+            out.append(Meta("fallbacks", block, None, "append"))
 
-    def _stop(self, index: int) -> list[Event]:
+    def _stop(self, index: int, out: list[Event]) -> None:
         block = self._blocks.get(index)
         if block is None:
-            return []
+            return
         kind = block.get("type")
         if kind == "tool_use":
-            return [ToolCallEnd(index)]
-        if kind in ("text", "thinking"):
-            return []
+            out.append(ToolCallEnd(index))
+            return
+        if kind in ("text", "thinking", "fallback"):
+            return
         if index in self._server_input:
             raw = "".join(self._server_input.pop(index)) or "{}"
             try:
                 block = {**block, "input": json.loads(raw)}
             except ValueError:
                 block = {**block, "input": raw}
-        return [Meta("blocks", block, 0, "append")]
+        out.append(Meta("blocks", block, 0, "append"))
 
-    def _message_delta(self, obj: dict[str, Any]) -> list[Event]:
-        out: list[Event] = []
-        d = obj.get("delta") or {}
-        if d.get("stop_reason"):
-            out.append(Finish(d["stop_reason"]))
-        if d.get("stop_sequence") is not None:
-            out.append(Meta("stop_sequence", d["stop_sequence"]))
+    def _message_delta(self, obj: dict[str, Any], out: list[Event]) -> None:
+        d = dict_at(obj, "delta", "message_delta.delta", out) or {}
+        reason = str_at(d, "stop_reason", "message_delta.stop_reason", out)
+        if reason:
+            out.append(Finish(reason))
         for key, value in d.items():
-            if key not in ("stop_reason", "stop_sequence") and value is not None:
+            if key != "stop_reason" and value is not None:
                 out.append(Meta(key, value))
-        if obj.get("usage"):
-            out.append(self._merge_usage(obj["usage"]))
+        usage = dict_at(obj, "usage", "message_delta.usage", out)
+        if usage:
+            out.append(self._merge_usage(usage, out))
+
+    def _merge_usage(
+        self, u: dict[str, Any], out: list[Event], *, start: bool = False
+    ) -> UsageEvent:
+        for key, value in u.items():
+            if value is not None and not (start and key in _PLACEHOLDERS):
+                self._usage[key] = value
+        return UsageEvent(normalize_usage(dict(self._usage), out))
+
+
+class AnthropicProvider:
+    """The Anthropic Messages format."""
+
+    api: Api = "anthropic"
+    path = "/messages"
+
+    def headers(self, api_key: str | None) -> dict[str, str]:
+        h = {"anthropic-version": API_VERSION}
+        if api_key:
+            h["x-api-key"] = api_key
+        return h
+
+    def body(
+        self,
+        model: str,
+        messages: list[dict[str, Any]],
+        system: str | None,
+        params: dict[str, Any],
+        *,
+        stream_options: bool = True,
+    ) -> dict[str, Any]:
+        sys_text, rest = split_system(messages, system)
+        body: dict[str, Any] = {
+            "model": model,
+            "messages": rest,
+            "max_tokens": DEFAULT_MAX_TOKENS,
+        }
+        if sys_text:
+            body["system"] = sys_text
+        body.update(params)
+        body["stream"] = True
+        return body
+
+    def parser(self, scrubber: Scrubber | None = None) -> Parser:
+        return Parser(scrubber)
+
+    def completion(self, obj: Any, scrubber: Scrubber | None = None) -> list[Event]:
+        out: list[Event] = []
+        if type(obj) is not dict:
+            wrong("the answer", obj, "a JSON object", out)
+            return out
+        p = Parser(scrubber)
+        p.event("message_start", {"message": {**obj, "usage": None}}, out)
+        blocks = obj.get("content")
+        if type(blocks) is list:
+            for i, block in enumerate(blocks):
+                p.event(
+                    "content_block_start", {"index": i, "content_block": block}, out
+                )
+                p.event("content_block_stop", {"index": i}, out)
+        elif blocks is not None:
+            wrong("content", blocks, "a list", out)
+        delta = {"stop_reason": obj.get("stop_reason")}
+        if obj.get("stop_sequence") is not None:
+            delta["stop_sequence"] = obj["stop_sequence"]
+        p.event("message_delta", {"delta": delta, "usage": obj.get("usage")}, out)
+        out.append(_DONE)
         return out
 
-    def _merge_usage(self, u: dict[str, Any]) -> UsageEvent:
-        for key, value in u.items():
-            if value is not None:
-                self._usage[key] = value
-        return UsageEvent(normalize_usage(dict(self._usage)))
+    def error_details(self, body: Any) -> tuple[str | None, str | None, str | None]:
+        return error_details(body)
+
+    def rejects_stream_options(self, status: int, body: str) -> bool:
+        return False  # never sent
+
+    def reply_message(self, turn: Turn) -> dict[str, Any] | None:
+        ch = turn.choices[0]
+        text, calls = ch.text or ch.refusal or "", ch.tool_calls
+        blocks: list[dict[str, Any]] = []
+        sig = ch.extra.get("reasoning_signature")
+        if ch.reasoning and isinstance(sig, str):
+            blocks.append(
+                {"type": "thinking", "thinking": ch.reasoning, "signature": sig}
+            )
+        blocks.extend(
+            b
+            for b in ch.extra.get("blocks", [])
+            if isinstance(b, dict) and b.get("type") == "redacted_thinking"
+        )
+        if text:
+            blocks.append({"type": "text", "text": text})
+        for c in calls:
+            blocks.append(
+                {"type": "tool_use", "id": c.id, "name": c.name, "input": c.input or {}}
+            )
+        if not blocks:
+            return None
+        if len(blocks) == 1 and blocks[0]["type"] == "text":
+            return {"role": "assistant", "content": text}
+        return {"role": "assistant", "content": blocks}
+
+    def history(
+        self, transcript: Transcript, *, include_system: bool = True
+    ) -> list[dict[str, Any]]:
+        # the system prompt is a separate parameter here, never a message
+        out: list[dict[str, Any]] = []
+        for turn in history_turns(transcript):
+            out.extend(turn.request.messages)
+            reply = self.reply_message(turn)
+            if reply is not None:
+                out.append(reply)
+        return out
+
+
+PROVIDER = AnthropicProvider()

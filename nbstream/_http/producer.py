@@ -1,0 +1,390 @@
+"""One request, run to the end: send it (asking again before the first byte when that
+can help), read the body under the watchdog, feed the core ``Pipeline``, hand each
+batch of events on, and settle the turn however it ends.
+
+Every way out is decided here, once: a finished reply is ``complete`` (or
+``incomplete``), a failure is ``error`` with an ``NbstreamError`` on the turn, and
+``cancelled`` means only that someone stopped it. Every string that came from the
+server is scrubbed of the key before it is cut short or kept.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from .._core.errors import (
+    APIConnectionError,
+    APIStatusError,
+    APITimeoutError,
+    InternalError,
+    NbstreamError,
+    NotAStreamError,
+    ProviderStreamError,
+    TimeoutPhase,
+)
+from .._core.events import Event
+from .._core.pipeline import Pipeline
+from .._core.providers import clip
+from .._core.transcript import ErrorInfo, Status, Turn
+from .request import ERROR_BODY_LIMIT, MAX_RETRY_WAIT, RequestSpec
+from .retry import retry_after, retry_delay, should_retry, times
+from .transport import HTTP, Response, TransportFailure
+from .watchdog import Watchdog
+
+__all__ = ["Producer"]
+
+log = logging.getLogger("nbstream")
+# Base URLs whose server rejected ``stream_options``: sent without it from then on.
+_NO_STREAM_OPTIONS: set[str] = set()
+
+
+def stream_options_for(base_url: str) -> bool:
+    return base_url not in _NO_STREAM_OPTIONS
+
+
+class Producer:
+    """Runs one request to the end; ``emit`` receives each batch of events."""
+
+    def __init__(
+        self,
+        spec: RequestSpec,
+        turn: Turn,
+        http: HTTP,
+        emit: Callable[[list[Event]], None],
+    ) -> None:
+        self.spec, self.turn, self.http, self.emit = spec, turn, http, emit
+        self.pipeline: Pipeline | None = None
+        self.t0 = 0.0
+        # When the current attempt was sent: the first-byte limit counts from there,
+        # so the wait before a retry does not eat into the next attempt's time.
+        self.attempt_t0 = 0.0
+
+    async def run(self) -> Turn:
+        turn = self.turn
+        self.t0 = time.perf_counter()
+        response: Response | None = None
+        try:
+            response = await self._open()
+            turn.metrics.ttfb_s = time.perf_counter() - self.t0
+            if self.pipeline is None:  # a stream (not a whole JSON answer)
+                await self._read(response)
+                response = None  # handed over: released in the background
+            if turn.status == "error":
+                err = turn.error
+                raise ProviderStreamError(
+                    "The provider reported an error in the middle of the stream: "
+                    f"{err.message if err else 'unknown error'}. The partial reply is "
+                    "kept in turn.text; ask again to retry.",
+                    turn=turn,
+                )
+            return turn
+        except asyncio.CancelledError:
+            self._end("cancelled")
+            raise
+        except NbstreamError as exc:
+            self._fail(exc)
+            raise
+        except TransportFailure as exc:
+            broken = APIConnectionError(
+                f"The connection to {self.spec.base_url} broke while the reply "
+                f"streamed ({self._clip(exc.detail, 300)}). The partial reply is "
+                "kept; ask again to retry.",
+            )
+            self._fail(broken)
+            raise broken from None
+        except Exception as exc:  # a bug of ours must not look like a Stop
+            internal = InternalError(
+                f"nbstream failed while reading the reply ({type(exc).__name__}: "
+                f"{self._clip(str(exc), 300)}). The partial reply is kept. This is a "
+                "bug in nbstream: please report it, with the stream if you can "
+                "(Client(keep_raw_events=True) keeps it in turn.raw_events).",
+            )
+            self._fail(internal)
+            raise internal from None
+        except BaseException:
+            self._end("cancelled")  # KeyboardInterrupt and friends: someone stopped it
+            raise
+        finally:
+            if response is not None:
+                await response.aclose()
+
+    def _clip(self, text: str, limit: int) -> str:
+        return clip(self.spec.scrubber, text, limit)
+
+    # -- the body -------------------------------------------------------------------
+    async def _read(self, response: Response) -> None:
+        spec, turn = self.spec, self.turn
+        pipe = self.pipeline = Pipeline(
+            spec.provider,
+            turn,
+            max_event_size=spec.max_event_size,
+            prompt_chars=spec.prompt_chars(),
+            keep_raw_events=spec.keep_raw_events,
+            scrubber=spec.scrubber,
+        )
+        chunks = response.chunks()
+        t = spec.timeouts
+        dog = Watchdog(t, sent_at=self.attempt_t0, started_at=self.t0)
+        perf = time.perf_counter
+        t0 = self.t0
+        metrics = turn.metrics
+        try:
+            while True:
+                try:
+                    chunk = await anext(chunks)
+                except StopAsyncIteration:
+                    break
+                except asyncio.CancelledError:
+                    if dog.fired():  # our own timer, not a Stop
+                        raise self._timeout(dog.phase) from None
+                    raise
+                events = pipe.feed(chunk, perf() - t0)
+                dog.data(metrics.deltas)
+                if events:
+                    self.emit(events)
+                if turn.done:  # [DONE] / message_stop: the reply is over now
+                    break
+        finally:
+            dog.close()
+        events = pipe.close(perf() - t0)
+        if events:
+            self.emit(events)
+        if self.http.recording:  # the recording is written when the body ends
+            await response.drain(chunks)
+        else:  # leftovers are read (and dropped) in the background
+            response.release(chunks)
+
+    def _whole_answer(self, body: bytes) -> None:
+        """A server that ignored ``stream: true`` and answered with one JSON object
+        (many gateways do): its reply is the turn's reply, marked as not streamed."""
+        spec, turn = self.spec, self.turn
+        answer = json.loads(body)
+        pipe = self.pipeline = Pipeline(
+            spec.provider,
+            turn,
+            prompt_chars=spec.prompt_chars(),
+            scrubber=spec.scrubber,
+        )
+        turn.streamed = False
+        now = time.perf_counter() - self.t0
+        events = spec.provider.completion(answer, spec.scrubber)
+        events = pipe.apply(events, now)
+        events += pipe.close(now)
+        self.emit(events)
+
+    # -- settling the turn ------------------------------------------------------------
+    def _end(self, status: Status) -> None:
+        turn = self.turn
+        if turn.status == "streaming":
+            turn.status = status
+        if turn.metrics.elapsed_s is None:
+            now = time.perf_counter() - self.t0
+            if self.pipeline is not None:
+                self.pipeline.abort(now)
+            else:
+                turn.metrics.elapsed_s = now
+
+    def _fail(self, exc: NbstreamError) -> None:
+        exc.turn = self.turn
+        if not isinstance(exc, ProviderStreamError):  # that one is on the turn already
+            self.turn.error = ErrorInfo(
+                type(exc).__name__,
+                exc.message,
+                status_code=getattr(exc, "status_code", None),
+                request_id=getattr(exc, "request_id", None),
+                retry_after=getattr(exc, "retry_after", None),
+            )
+        self.turn.status = "error"
+        self._end("error")
+
+    def _timeout(self, phase: TimeoutPhase) -> APITimeoutError:
+        what = {
+            "first_byte": "the first byte of the answer",
+            "first_token": "the first piece of the reply (only keep-alive comments "
+            "came)",
+            "idle": "the next piece of the reply",
+            "total": "the whole reply",
+        }.get(phase, phase)
+        limit = getattr(self.spec.timeouts, phase)
+        return APITimeoutError(
+            f"No answer from {self.spec.base_url} within {limit:g} s while waiting "
+            f"for {what}. The partial reply is kept. If the model is just slow, raise "
+            f"the limit: Client(timeout=Timeouts({phase}=...)).",
+            phase=phase,
+            turn=self.turn,
+        )
+
+    # -- sending, with retries ------------------------------------------------------------
+    async def _open(self) -> Response:
+        spec, turn = self.spec, self.turn
+        attempt = 0
+        while True:
+            attempt += 1
+            turn.metrics.attempts = attempt
+            error: NbstreamError
+            after: float | None = None
+            self.attempt_t0 = time.perf_counter()
+            first = spec.timeouts.first_byte
+            try:
+                async with asyncio.timeout(first):
+                    response = await self.http.send(spec)
+            except TimeoutError:
+                raise self._timeout("first_byte") from None
+            except TransportFailure as exc:
+                error = self._send_failed(exc, attempt)
+            else:
+                status = response.status
+                if 200 <= status < 300:
+                    await self._check_stream(response)
+                    return response
+                body = self._scrubbed_body(await response.read(ERROR_BODY_LIMIT))
+                if spec.stream_options and spec.provider.rejects_stream_options(
+                    status, body
+                ):
+                    spec.stream_options = False
+                    _NO_STREAM_OPTIONS.add(spec.base_url)
+                    log.info(
+                        "%s rejects stream_options; sending without", spec.base_url
+                    )
+                    continue
+                after = retry_after(response.headers, time.time())
+                error = self._status_error(response, body, attempt, after)
+                if not should_retry(status, response.headers.get("x-should-retry")):
+                    raise error
+            if attempt > spec.max_retries:
+                raise error
+            delay = retry_delay(attempt, after, spec.retry_delay)
+            if delay > MAX_RETRY_WAIT:
+                raise error
+            log.info("retrying in %.2f s after: %s", delay, error.message)
+            await asyncio.sleep(delay)
+
+    def _scrubbed_body(self, body: bytes) -> str:
+        return self.spec.scrub(body.decode("utf-8", "replace"))
+
+    def _send_failed(self, exc: TransportFailure, attempt: int) -> NbstreamError:
+        s = self.spec.settings
+        t = self.spec.timeouts
+        if exc.kind == "connect_timeout":
+            return APITimeoutError(
+                f"Could not connect to {s.base_url} within {t.connect} s (tried "
+                f"{times(attempt)}). Check the base URL (from {s.source}) and your "
+                "network.",
+                phase="connect",
+            )
+        if exc.kind == "pool_timeout":
+            return APITimeoutError(
+                f"All {self.http.max_connections} connections of this client to "
+                f"{s.base_url} stayed busy for {t.connect} s. Allow more at once "
+                "(Client(max_connections=...)), or send fewer requests at a time.",
+                phase="pool",
+            )
+        hint = (
+            "Start the local model with `python -m nbstream.local`, or point nbstream "
+            "at a server: NBSTREAM_BASE_URL / OPENAI_API_KEY / ANTHROPIC_API_KEY."
+            if "local-model default" in s.source
+            else f"Is the server running? Check the base URL (from {s.source})."
+        )
+        return APIConnectionError(
+            f"Could not connect to {s.base_url} ({self._clip(exc.detail, 300)}; tried "
+            f"{times(attempt)}). {hint}"
+        )
+
+    async def _check_stream(self, response: Response) -> None:
+        """A stream goes on to ``_read``; a whole JSON answer is taken here (then
+        ``self.pipeline`` is set); anything else is refused."""
+        spec = self.spec
+        ctype = response.headers.get("content-type", "")
+        mime = ctype.partition(";")[0].strip().lower()
+        if mime == "text/event-stream":
+            return
+        limit = spec.max_event_size or ERROR_BODY_LIMIT
+        body = await response.read(limit if mime.endswith("json") else ERROR_BODY_LIMIT)
+        if mime.endswith("json"):
+            try:
+                self._whole_answer(body)
+                return
+            except ValueError:
+                pass  # not JSON after all: said below
+        raise NotAStreamError(
+            f"{spec.base_url} answered {response.status} with "
+            f"{ctype or 'no content type'} instead of an event stream "
+            f"(text/event-stream): {self._quote(body)}. Check that the base URL points "
+            f"at an {spec.api}-style API (it usually ends in /v1) and that the server "
+            "supports streaming."
+        )
+
+    def _quote(self, body: bytes) -> str:
+        return repr(self._clip(body.decode("utf-8", "replace"), 300))
+
+    def _status_error(
+        self, response: Response, body: str, attempt: int, after: float | None
+    ) -> APIStatusError:
+        spec, status = self.spec, response.status
+        try:
+            parsed: Any = json.loads(body)
+        except ValueError:
+            parsed = None
+        msg, etype, _code = (
+            spec.provider.error_details(parsed)
+            if parsed is not None
+            else (None, None, None)
+        )
+        headers = response.headers
+        request_id = (
+            headers.get("x-request-id")
+            or headers.get("request-id")
+            or (parsed.get("request_id") if isinstance(parsed, dict) else None)
+        )
+        request_id = self._clip(str(request_id), 200) if request_id else None
+        provider_msg = self._clip(msg or body.strip(), 500) or None
+        hint = _status_hint(status, spec, after, attempt)
+        model = (
+            f" for model {spec.settings.model!r}" if status in (400, 404, 422) else ""
+        )
+        text = (
+            f"{spec.base_url} answered HTTP {status} {response.reason}{model}: "
+            f"{(provider_msg or '(no message)').rstrip('. ')}"
+            f"{' [request id ' + request_id + ']' if request_id else ''}. {hint}"
+        )
+        return APIStatusError(
+            text,
+            status_code=status,
+            provider_message=provider_msg,
+            request_id=request_id,
+            retry_after=after,
+            error_type=etype,
+            body=body,
+        )
+
+
+def _status_hint(
+    status: int, spec: RequestSpec, after: float | None, attempt: int
+) -> str:
+    settings = spec.settings
+    if status in (401, 403):
+        withheld = settings.withheld_key
+        if withheld and settings.api_key is None:
+            return (
+                f"{withheld} is set, but nbstream sends it only to its own provider, "
+                f"not to {settings.base_url}: for this server set NBSTREAM_API_KEY "
+                "or pass api_key=..."
+            )
+        var = "ANTHROPIC_API_KEY" if spec.api == "anthropic" else "OPENAI_API_KEY"
+        return (
+            "Check the API key: pass api_key=..., or set NBSTREAM_API_KEY or "
+            f"{var}{'' if settings.api_key else ' (none is set)'}."
+        )
+    if status == 404:
+        return "Check the model name and the base URL (it usually ends in /v1)."
+    if status == 429:
+        wait = f"retry after {after:g} s" if after is not None else "wait"
+        return f"Rate limited (tried {times(attempt)}): {wait}, or send fewer requests."
+    if status >= 500:
+        return f"The server failed (tried {times(attempt)}); try again later."
+    return "The provider's message says what to change in the request."
