@@ -198,6 +198,12 @@ class LoopbackServer:
         with self._lock:
             self._replies.extend(replies)
 
+    def reset(self) -> None:
+        """Forget the queued replies and the requests seen (between examples)."""
+        with self._lock:
+            self._replies.clear()
+            self.requests.clear()
+
     def wait_for(self, predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
         """Wait until ``predicate()`` is true (checked whenever the server records
         something); returns False after ``timeout`` seconds."""
@@ -369,6 +375,12 @@ class LoopbackServer:
         async def stop() -> None:
             if self._server is not None:
                 self._server.close()
+            # end the handlers still running (a client may still be draining a body)
+            me = asyncio.current_task()
+            rest = [t for t in asyncio.all_tasks() if t is not me]
+            for t in rest:
+                t.cancel()
+            await asyncio.gather(*rest, return_exceptions=True)
 
         fut = asyncio.run_coroutine_threadsafe(stop(), self._loop)
         fut.result(5)

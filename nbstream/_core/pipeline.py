@@ -121,15 +121,12 @@ class Pipeline:
                 out += self._apply(parse(sse), now)
             if self._after_end:
                 n, self._after_end = self._after_end, 0
-                out += self._apply(
-                    [
-                        StreamWarning(
-                            f"The server sent {n} more event{'s' if n > 1 else ''} "
-                            "after the end of the reply; ignored."
-                        )
-                    ],
-                    now,
+                warning = StreamWarning(
+                    f"The server sent {n} more event{'s' if n > 1 else ''} after the "
+                    "end of the reply; ignored."
                 )
+                self._acc.apply(warning, now)
+                out.append(warning)
         return out
 
     def _apply(self, events: list[Event], now: float) -> list[Event]:
@@ -179,7 +176,11 @@ class Pipeline:
         if kind is ErrorEvent:
             assert isinstance(ev, ErrorEvent)
             return replace(
-                ev, message=scrub.scrub(ev.message), raw=_scrub_json(scrub, ev.raw)
+                ev,
+                message=scrub.scrub(ev.message),
+                code=scrub.scrub(ev.code) if ev.code else ev.code,
+                error_type=scrub.scrub(ev.error_type) if ev.error_type else None,
+                raw=_scrub_json(scrub, ev.raw),
             )
         if kind is StreamWarning:
             assert isinstance(ev, StreamWarning)

@@ -113,7 +113,7 @@ class Scrubber:
     """Replaces every secret (and every run of ``MIN_SLICE`` or more of its characters)
     in a string. Falsy when there is nothing to scrub, so callers can skip the work."""
 
-    __slots__ = ("_forms", "_grams", "_runs", "_starts")
+    __slots__ = ("__weakref__", "_forms", "_grams", "_runs", "_starts")
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         forms: set[str] = set()

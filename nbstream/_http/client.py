@@ -23,7 +23,7 @@ from .replay import Recording
 from .request import RequestSpec
 from .settings import Settings, Timeouts, resolve
 from .streams import AsyncStream, Stream, in_loop
-from .transport import HTTP
+from .transport import HTTP, guard_logs
 
 __all__ = ["Client", "Messages"]
 
@@ -106,6 +106,7 @@ class Client:
             if _SECRET_HEADER.search(name):  # e.g. Azure's api-key, a gateway's token
                 secrets += [value, value.partition(" ")[2]]
         self._scrubber = Scrubber(s for s in secrets if s)
+        guard_logs(self._scrubber)
         self._http: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, HTTP]
         self._http = weakref.WeakKeyDictionary()
 

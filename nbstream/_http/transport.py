@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import weakref
 import zlib
 from collections.abc import AsyncIterator
 from typing import Any, Literal
@@ -25,6 +27,7 @@ import httpcore2  # noqa: F401
 import httpx2
 import sniffio  # noqa: F401
 
+from .._core.secrets import Scrubber
 from .replay import Recording, RecordingTransport, ReplayTransport
 from .request import RequestSpec
 from .settings import Timeouts
@@ -34,6 +37,43 @@ __all__ = ["HTTP", "SLICE", "Response", "TransportFailure"]
 SLICE = 64 * 1024  # the most body bytes handed on in one step
 DRAIN_S = 0.1  # after the end of a reply: read what is left this long, to keep the
 DRAIN_BYTES = 64 * 1024  # connection for the next request; then close it
+
+_SCRUBBERS: weakref.WeakSet[Scrubber] = weakref.WeakSet()
+# httpcore2 logs every response's headers at DEBUG: a server that echoes the key in a
+# header would put it in the user's logs. These loggers' records pass the scrubbers of
+# every client alive in this process first.
+_HTTP_LOGGERS = (
+    "httpx2",
+    "httpcore2.connection",
+    "httpcore2.connection_pool",
+    "httpcore2.http11",
+    "httpcore2.http2",
+    "httpcore2.proxy",
+    "httpcore2.socks",
+)
+
+
+class _ScrubLogs(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        scrubbers = list(_SCRUBBERS)
+        if scrubbers:
+            text = record.getMessage()
+            for s in scrubbers:
+                text = s.scrub(text)
+            record.msg, record.args = text, None
+        return True
+
+
+_FILTER = _ScrubLogs()
+for _name in _HTTP_LOGGERS:
+    logging.getLogger(_name).addFilter(_FILTER)
+
+
+def guard_logs(scrubber: Scrubber) -> None:
+    """Scrub this client's key from the HTTP libraries' log records while it lives."""
+    if scrubber:
+        _SCRUBBERS.add(scrubber)
+
 
 FailureKind = Literal[
     "connect", "connect_timeout", "pool_timeout", "protocol", "broken"
