@@ -163,7 +163,11 @@ def openai_chunks(
 class LoopbackServer:
     """``with LoopbackServer() as srv: srv.enqueue(Reply.sse(...)); srv.base_url``"""
 
-    def __init__(self) -> None:
+    def __init__(self, *, keep_alive: bool = False) -> None:
+        """``keep_alive``: serve many requests per connection (HTTP/1.1 keep-alive), and
+        count the connections a client holds open (``open_connections``)."""
+        self.keep_alive = keep_alive
+        self.open_connections = 0
         self._loop = asyncio.new_event_loop()
         self._replies: list[Reply | Callable[[Seen], Reply]] = []
         self._lock = threading.Lock()
@@ -220,9 +224,61 @@ class LoopbackServer:
         with self._cond:
             self._cond.notify_all()
 
+    async def _read_request(self, reader: asyncio.StreamReader) -> Seen | None:
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+        except (
+            asyncio.IncompleteReadError,
+            asyncio.LimitOverrunError,
+            ConnectionError,
+        ):
+            return None
+        lines = head.decode("latin-1").split("\r\n")
+        method, path, _ = lines[0].split(" ", 2)
+        headers = {}
+        for line in lines[1:]:
+            if ":" in line:
+                k, _, v = line.partition(":")
+                headers[k.strip().lower()] = v.strip()
+        body = b""
+        if "content-length" in headers:
+            body = await reader.readexactly(int(headers["content-length"]))
+        return Seen(method, path, headers, body, time.monotonic())
+
+    async def _handle_keep_alive(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        with self._lock:
+            self.connections += 1
+            self.open_connections += 1
+        self._notify()
+        try:
+            while True:
+                seen = await self._read_request(reader)
+                if seen is None:
+                    return  # the client closed the connection
+                with self._lock:
+                    self.requests.append(seen)
+                    spec = (
+                        self._replies.pop(0) if self._replies else Reply.json(500, {})
+                    )
+                self._notify()
+                reply = spec(seen) if callable(spec) else spec
+                await self._send(reply, writer, asyncio.Event(), seen)
+                seen.finished_at = time.monotonic()
+                self._notify()
+        finally:
+            writer.close()
+            with self._lock:
+                self.open_connections -= 1
+            self._notify()
+
     async def _handle(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
+        if self.keep_alive:
+            await self._handle_keep_alive(reader, writer)
+            return
         with self._lock:
             self.connections += 1
         try:
@@ -302,7 +358,8 @@ class LoopbackServer:
             except TimeoutError:
                 seen.stalled_at = None
         headers = dict(reply.headers)
-        headers["connection"] = "close"
+        if not self.keep_alive:
+            headers["connection"] = "close"
         chunks = reply.chunks
         if reply.gzip:
             raw = b"".join(c for c in chunks if isinstance(c, bytes))

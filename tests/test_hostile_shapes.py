@@ -368,3 +368,59 @@ def test_through_the_client_only_nbstream_errors_escape(
         turn = exc.turn
     assert turn.status in ("complete", "incomplete", "error")
     assert_usable(turn)
+
+
+# -- the numbers a provider sends -----------------------------------------------------------
+
+
+def test_anthropic_placeholder_output_tokens_are_not_shown_as_real(
+    server: LoopbackServer,
+) -> None:
+    """message_start carries ``output_tokens: 1`` before anything is generated: while
+    the reply streams and after a Stop, the output count is the deltas, estimated."""
+    from tests.clientkit import wait_stalled
+    from tests.loopback import STALL
+
+    start = ant(
+        "message_start",
+        message={
+            "id": "m",
+            "model": "claude",
+            "usage": {"input_tokens": 25, "output_tokens": 1},
+        },
+    )
+    deltas = [
+        ant("content_block_delta", index=0, delta={"type": "text_delta", "text": w})
+        for w in ["a", " b", " c", " d", " e"]
+    ]
+    reply = Reply.events([start, *deltas])
+    reply.chunks.append(STALL)
+    server.enqueue(reply)
+    with client_for(server, api="anthropic").stream("Hi") as s:
+        for _ in s:
+            if s.turn.text == "a b c d e":
+                wait_stalled(server)
+                usage = s.turn.usage
+                assert usage is not None and usage.output_tokens is None
+                assert usage.input_tokens == 25
+                s.cancel()
+    u = s.turn.usage
+    assert s.turn.status == "cancelled"
+    assert u is not None and u.output_tokens == 5 and u.estimated
+    assert u.input_tokens == 25
+
+
+def test_anthropic_server_fallback_names_the_model_that_wrote_the_reply() -> None:
+    from tests.conftest import FIXTURES
+
+    data = (FIXTURES / "extra" / "anthropic_server_fallback.sse").read_bytes()
+    turn = Turn(Request([], "claude-opus-4-7", "anthropic", "u"))
+    pipe = Pipeline("anthropic", turn)
+    pipe.feed(data, 0.1)
+    pipe.close(0.2)
+    assert turn.text == "Hello there!" and turn.status == "complete"
+    assert turn.model == "claude-sonnet-4-5"  # not the one asked for, which declined
+    (handover,) = turn.extra["fallbacks"]
+    assert handover["from"]["model"] == "claude-opus-4-7"
+    assert handover["trigger"]["type"] == "refusal"
+    assert turn.usage is not None and turn.usage.output_tokens == 8
