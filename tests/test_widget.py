@@ -5,8 +5,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -214,3 +216,78 @@ def test_sending_while_streaming_is_refused_with_a_clear_message(
     assert ex.error is not None and "still streaming" in ex.error["evalue"]
     kernel.run("c6.stop()")
     assert kernel.wait_for(lambda: kernel.eval("c6.status") == "'idle'", 5)
+
+
+# -- a cancelled task, whenever it is cancelled (plain asyncio, no kernel) ---------------
+async def until(predicate: Callable[[], object], timeout: float, what: str) -> None:
+    """Yield to the loop until ``predicate()`` holds; fail after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"waited {timeout} s for {what}")
+        await asyncio.sleep(0.005)
+
+
+@pytest.mark.parametrize(
+    "when", ["before it starts", "as it starts", "request sent", "mid-reply"]
+)
+async def test_a_cancelled_send_ends_the_turn_and_the_panel_carries_on(
+    server: LoopbackServer, when: str
+) -> None:
+    from nbstream import ChatWidget, Client
+
+    chat = ChatWidget(client=Client(server.base_url, "sk-test", "cancel-model"))
+    ended: list[Any] = []
+    chat.on_turn(ended.append)
+    sent = when in ("request sent", "mid-reply")
+    if when == "request sent":
+        server.enqueue(Reply(chunks=[STALL]))  # headers, then nothing
+    elif when == "mid-reply":
+        partial = openai_chunks([" half", " a"], finish=None, done=False)
+        server.enqueue(
+            Reply(chunks=[*(f"data: {c}\n\n".encode() for c in partial), STALL])
+        )
+    task = chat.send("hi")
+    assert chat.status == "streaming"
+    if when == "as it starts":
+        await asyncio.sleep(0)  # the task has taken its first step
+    elif when == "request sent":
+        await until(lambda: server.requests, 5, "the request")
+    elif when == "mid-reply":
+        await until(lambda: chat.transcript[-1].text == " half a", 5, "two words")
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    # the moment the task is done, the turn is over: cancelled, kept, told once
+    turn = chat.transcript[-1]
+    assert chat.status == "idle"
+    assert turn.status == "cancelled"
+    assert ended == [turn]
+    assert chat.messages[-1]["status"] == "cancelled"
+    assert chat.messages[-1]["text"] == (" half a" if when == "mid-reply" else "")
+    if sent:
+        seen = server.requests[0]
+        assert await asyncio.to_thread(
+            server.wait_for, lambda: seen.client_closed_at is not None, 5
+        ), "the connection was left open"
+    else:
+        assert server.requests == []  # nothing was sent
+    # and the panel works: a new message is sent and answered
+    server.enqueue(Reply.events(openai_chunks([" fine"])))
+    again = await chat.send("again")
+    assert again is not None and again.status == "complete"
+    assert chat.status == "idle"
+    assert ended == [turn, again]
+    assert [
+        (m["role"], m["status"] if m["role"] == "assistant" else "")
+        for m in chat.messages
+    ] == [
+        ("user", ""),
+        ("assistant", "cancelled"),
+        ("user", ""),
+        ("assistant", "complete"),
+    ]
+    assert server.requests[-1].json["messages"][-1] == {
+        "role": "user",
+        "content": "again",
+    }

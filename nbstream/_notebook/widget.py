@@ -4,8 +4,9 @@ Traits hold the truth: the committed messages (final text included, so saved wid
 state is complete), the status and the totals. While a reply streams, its text travels
 as numbered delta messages (coalesced to 20 Hz); a view that starts late or misses one
 asks for a snapshot. The stream runs as a task on the kernel's event loop, so the kernel
-stays free and Stop works from the moment a request is sent. The API key never enters
-a trait.
+stays free and Stop works from the moment a request is sent; however that task ends
+(finished, stopped, failed or cancelled, even before it started) the turn is committed
+and the panel returns to idle. The API key never enters a trait.
 
 >>> from nbstream import ChatWidget  # doctest: +SKIP
 >>> chat = ChatWidget(model="gpt-4o-mini", system="You are helpful.")  # doctest: +SKIP
@@ -115,19 +116,33 @@ class ChatWidget(anywidget.AnyWidget):
     # -- from Python ----------------------------------------------------------------
     def send(self, text: str, **params: Any) -> asyncio.Task[Turn | None]:
         """Ask ``text``; the reply streams into the panel. Returns the task (await it
-        for the finished ``Turn``). Raises if a reply is already streaming."""
+        for the finished ``Turn``). Cancelling the task, at any moment, stops the reply
+        as ``stop()`` does (the turn is kept, ``cancelled``) and then lets the
+        cancellation through: awaiting it raises ``CancelledError``. Raises if a reply
+        is already streaming."""
         if self.status == "streaming":
             raise RuntimeError(
                 "A reply is still streaming: wait for it, or call chat.stop() first."
             )
         if not text.strip():
             raise ValueError("Nothing to send: the message is empty.")
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            raise RuntimeError(
+                "ChatWidget.send needs a running event loop: call it in a notebook "
+                "cell (the kernel's loop), or from async code."
+            ) from None
         stream = self.conversation.astream(text, **params)
         self._stream = stream
         self._start_live(stream.turn)
-        loop = asyncio.get_event_loop()
-        self._task = loop.create_task(self._run(stream))
-        return self._task
+        task = loop.create_task(self._run(stream))
+        # The turn ends when the task is done, however it ends: a task cancelled
+        # before its first step never runs its body, so its own finally cannot be
+        # relied on. First in line, so whoever awaits the task finds the turn ended.
+        task.add_done_callback(lambda _t: self._end(stream))
+        self._task = task
+        return task
 
     def stop(self) -> None:
         """Stop the reply now: the connection closes; the partial reply is kept."""
@@ -163,10 +178,12 @@ class ChatWidget(anywidget.AnyWidget):
         except NbstreamError:
             pass  # shown in the panel (status "error", message, Retry), kept in the transcript
         except asyncio.CancelledError:
+            # The task itself was cancelled (task.cancel(), a timeout): the request is
+            # closed by now; the turn ends "cancelled" and the cancellation goes on.
             stream.cancel()
+            raise
         finally:
             coalescer.flush()
-            self._end(stream.turn)
         return stream.turn
 
     def _push(self, text: str, reasoning: str, with_readout: bool) -> None:
@@ -178,10 +195,16 @@ class ChatWidget(anywidget.AnyWidget):
         """Send a custom message to every view (``anywidget``'s ``send``)."""
         super().send(msg)
 
-    def _end(self, turn: Turn) -> None:
-        self._stream = None
+    def _end(self, stream: AsyncStream) -> None:
+        """The task is done: commit the turn, back to idle, tell the callbacks."""
+        turn = stream.turn
+        if turn.status == "streaming":
+            stream.cancel()  # the task was cancelled before it started: nothing was sent
+        if self._stream is stream:
+            self._stream = None
         with self.hold_sync():
-            self.status = "idle"
+            if self._stream is None:
+                self.status = "idle"
             self._sync_messages()
         for cb in list(self._callbacks):
             with contextlib.suppress(
