@@ -94,21 +94,30 @@ def browser(lab: Lab) -> Iterator[Any]:
 
 
 class Frames:
-    """What the page sent over its websockets (to see the view ask for a resync)."""
+    """What the page sent and received over its websockets (to see the view ask for a
+    resync, and what the kernel sends it)."""
 
     def __init__(self) -> None:
         self.sent: list[str] = []
+        self.received: list[str] = []
 
     def attach(self, ws: Any) -> None:
-        def on_sent(payload: str | bytes) -> None:
-            if isinstance(payload, bytes):
-                payload = payload.decode("utf-8", "replace")
-            self.sent.append(payload)
+        def keep(into: list[str]) -> Any:
+            def on_frame(payload: str | bytes) -> None:
+                if isinstance(payload, bytes):
+                    payload = payload.decode("utf-8", "replace")
+                into.append(payload)
 
-        ws.on("framesent", on_sent)
+            return on_frame
+
+        ws.on("framesent", keep(self.sent))
+        ws.on("framereceived", keep(self.received))
 
     def count(self, needle: str) -> int:
         return sum(needle in p for p in self.sent)
+
+    def count_received(self, *needles: str, since: int = 0) -> int:
+        return sum(all(n in p for n in needles) for p in self.received[since:])
 
 
 @pytest.fixture(scope="module")
@@ -293,10 +302,11 @@ def test_model_output_stays_inert(
 
 
 def test_two_views_stay_identical(
-    nb: Notebook, panel: Panel, srv: LoopbackServer
+    nb: Notebook, panel: Panel, srv: LoopbackServer, frames: Frames
 ) -> None:
     views = nb.page.locator(".nbs-chat")
     assert views.count() == 2
+    since = len(frames.received)
     reply = ["Two views:\n\n", "- one\n", "- two\n\n", "```python\nx = 1\n```\n"]
     srv.enqueue(Reply.events(openai_chunks(reply, usage=USAGE), delay=0.02))
     panel.ask("Say it twice")
@@ -312,6 +322,10 @@ def test_two_views_stay_identical(
 
     wait_until(lambda: snapshot(0) == snapshot(1), 5, "the two views to agree")
     assert len(snapshot(0)) >= 2
+    # the page got the new messages as changes, never the whole conversation again
+    assert frames.count_received('"upsert"', since=since) == 2  # the start, the end
+    assert frames.count_received('"update"', '"_messages_rev"', since=since) == 0
+    assert frames.count_received('"update"', '"status"', since=since) >= 2
     assert views.nth(1).locator(".nbs-msg.nbs-assistant li").count() >= 2
 
 

@@ -7,7 +7,7 @@ import {
   renderMarkdown,
   setHighlighter,
 } from "./markdown.js";
-import { subscribe } from "./model_events.js";
+import { subscribe, syncMessages } from "./model_events.js";
 import { readoutText } from "./readout.js";
 import { makeScheduler, TextStream } from "./text_stream.js";
 import "./chat.css";
@@ -30,6 +30,12 @@ export function totalsText(t) {
   const est = t.estimated ? "~" : "";
   return `${t.turns} ${t.turns === 1 ? "turn" : "turns"} · ${est}${fmtTokens(t.input_tokens)} in · ` +
     `${est}${fmtTokens(t.output_tokens)} out tokens · ${t.elapsed_s.toFixed(1)} s`;
+}
+
+// The model, once per front end (before any view): keep `messages` current from the
+// kernel's change messages, whether or not a view is showing.
+function initialize({ model }) {
+  return syncMessages(model);
 }
 
 function render({ model, el }) {
@@ -208,4 +214,4 @@ function render({ model, el }) {
   };
 }
 
-export default { render };
+export default { initialize, render };
