@@ -218,6 +218,53 @@ def test_panel_is_accessible(nb: Notebook, panel: Panel) -> None:
     assert MODEL in panel.root.locator(".nbs-title").inner_text()
 
 
+# What JupyterLab's command mode would do with these if it saw them: delete the cell
+# (d, d), cut it (x), add cells (a, b), undo (z); VS Code deletes a cell on Delete.
+NOTEBOOK_KEYS = ["Escape", "d", "d", "x", "a", "b", "z", "Delete", "Backspace"]
+
+
+def test_keys_typed_in_the_panel_stay_in_the_panel(nb: Notebook, panel: Panel) -> None:
+    editors = nb.panel.locator(".jp-Notebook .jp-Cell .jp-InputArea-editor")
+    cells = editors.all_inner_texts()
+    prompts = [nb.prompt(i) for i in range(len(CELLS))]
+    assert len(cells) == len(CELLS)
+    # where JupyterLab listens for its shortcuts (the document, bubbling): record any
+    # key that comes from the panel
+    nb.page.evaluate(
+        """() => {
+          window.__panelKeys = [];
+          for (const type of ["keydown", "keypress", "keyup"]) {
+            document.addEventListener(type, (e) => {
+              if (e.target.closest && e.target.closest(".nbs-chat")) {
+                window.__panelKeys.push(`${type} ${e.key}`);
+              }
+            });
+          }
+        }"""
+    )
+    box = panel.root.get_by_role("textbox", name="Message")
+    box.click()
+    for key in ["h", "i", *NOTEBOOK_KEYS]:
+        nb.page.keyboard.press(key)
+    # Escape kept the focus in the box
+    assert box.evaluate("el => el === document.activeElement")
+    nb.page.keyboard.press("Shift+Enter")  # a new line (JupyterLab: run the cell)
+    nb.page.keyboard.type("ok")
+    panel.button("Send").focus()  # and on a button
+    for key in NOTEBOOK_KEYS:
+        nb.page.keyboard.press(key)
+    # (key events are dispatched, and JupyterLab's shortcuts run, as each key is
+    # pressed: nothing to wait for)
+    assert nb.page.evaluate("() => window.__panelKeys") == []
+    # the notebook is as it was: same cells, same sources, nothing run again
+    assert editors.all_inner_texts() == cells
+    assert [nb.prompt(i) for i in range(len(CELLS))] == prompts
+    # the box has what was typed (Backspace took the "z", Delete nothing)
+    assert box.input_value() == "hiddxab\nok"
+    assert panel.replies() == 0 and panel.status == "idle"  # nothing was sent
+    box.fill("")
+
+
 def test_reply_streams_and_stop_keeps_the_partial_reply(
     nb: Notebook, panel: Panel, srv: LoopbackServer
 ) -> None:
