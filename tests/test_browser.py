@@ -94,21 +94,30 @@ def browser(lab: Lab) -> Iterator[Any]:
 
 
 class Frames:
-    """What the page sent over its websockets (to see the view ask for a resync)."""
+    """What the page sent and received over its websockets (to see the view ask for a
+    resync, and what the kernel sends it)."""
 
     def __init__(self) -> None:
         self.sent: list[str] = []
+        self.received: list[str] = []
 
     def attach(self, ws: Any) -> None:
-        def on_sent(payload: str | bytes) -> None:
-            if isinstance(payload, bytes):
-                payload = payload.decode("utf-8", "replace")
-            self.sent.append(payload)
+        def keep(into: list[str]) -> Any:
+            def on_frame(payload: str | bytes) -> None:
+                if isinstance(payload, bytes):
+                    payload = payload.decode("utf-8", "replace")
+                into.append(payload)
 
-        ws.on("framesent", on_sent)
+            return on_frame
+
+        ws.on("framesent", keep(self.sent))
+        ws.on("framereceived", keep(self.received))
 
     def count(self, needle: str) -> int:
         return sum(needle in p for p in self.sent)
+
+    def count_received(self, *needles: str, since: int = 0) -> int:
+        return sum(all(n in p for n in needles) for p in self.received[since:])
 
 
 @pytest.fixture(scope="module")
@@ -209,6 +218,53 @@ def test_panel_is_accessible(nb: Notebook, panel: Panel) -> None:
     assert MODEL in panel.root.locator(".nbs-title").inner_text()
 
 
+# What JupyterLab's command mode would do with these if it saw them: delete the cell
+# (d, d), cut it (x), add cells (a, b), undo (z); VS Code deletes a cell on Delete.
+NOTEBOOK_KEYS = ["Escape", "d", "d", "x", "a", "b", "z", "Delete", "Backspace"]
+
+
+def test_keys_typed_in_the_panel_stay_in_the_panel(nb: Notebook, panel: Panel) -> None:
+    editors = nb.panel.locator(".jp-Notebook .jp-Cell .jp-InputArea-editor")
+    cells = editors.all_inner_texts()
+    prompts = [nb.prompt(i) for i in range(len(CELLS))]
+    assert len(cells) == len(CELLS)
+    # where JupyterLab listens for its shortcuts (the document, bubbling): record any
+    # key that comes from the panel
+    nb.page.evaluate(
+        """() => {
+          window.__panelKeys = [];
+          for (const type of ["keydown", "keypress", "keyup"]) {
+            document.addEventListener(type, (e) => {
+              if (e.target.closest && e.target.closest(".nbs-chat")) {
+                window.__panelKeys.push(`${type} ${e.key}`);
+              }
+            });
+          }
+        }"""
+    )
+    box = panel.root.get_by_role("textbox", name="Message")
+    box.click()
+    for key in ["h", "i", *NOTEBOOK_KEYS]:
+        nb.page.keyboard.press(key)
+    # Escape kept the focus in the box
+    assert box.evaluate("el => el === document.activeElement")
+    nb.page.keyboard.press("Shift+Enter")  # a new line (JupyterLab: run the cell)
+    nb.page.keyboard.type("ok")
+    panel.button("Send").focus()  # and on a button
+    for key in NOTEBOOK_KEYS:
+        nb.page.keyboard.press(key)
+    # (key events are dispatched, and JupyterLab's shortcuts run, as each key is
+    # pressed: nothing to wait for)
+    assert nb.page.evaluate("() => window.__panelKeys") == []
+    # the notebook is as it was: same cells, same sources, nothing run again
+    assert editors.all_inner_texts() == cells
+    assert [nb.prompt(i) for i in range(len(CELLS))] == prompts
+    # the box has what was typed (Backspace took the "z", Delete nothing)
+    assert box.input_value() == "hiddxab\nok"
+    assert panel.replies() == 0 and panel.status == "idle"  # nothing was sent
+    box.fill("")
+
+
 def test_reply_streams_and_stop_keeps_the_partial_reply(
     nb: Notebook, panel: Panel, srv: LoopbackServer
 ) -> None:
@@ -293,10 +349,11 @@ def test_model_output_stays_inert(
 
 
 def test_two_views_stay_identical(
-    nb: Notebook, panel: Panel, srv: LoopbackServer
+    nb: Notebook, panel: Panel, srv: LoopbackServer, frames: Frames
 ) -> None:
     views = nb.page.locator(".nbs-chat")
     assert views.count() == 2
+    since = len(frames.received)
     reply = ["Two views:\n\n", "- one\n", "- two\n\n", "```python\nx = 1\n```\n"]
     srv.enqueue(Reply.events(openai_chunks(reply, usage=USAGE), delay=0.02))
     panel.ask("Say it twice")
@@ -312,6 +369,10 @@ def test_two_views_stay_identical(
 
     wait_until(lambda: snapshot(0) == snapshot(1), 5, "the two views to agree")
     assert len(snapshot(0)) >= 2
+    # the page got the new messages as changes, never the whole conversation again
+    assert frames.count_received('"upsert"', since=since) == 2  # the start, the end
+    assert frames.count_received('"update"', '"_messages_rev"', since=since) == 0
+    assert frames.count_received('"update"', '"status"', since=since) >= 2
     assert views.nth(1).locator(".nbs-msg.nbs-assistant li").count() >= 2
 
 

@@ -5,8 +5,11 @@
 
 from __future__ import annotations
 
+import ast
+import asyncio
 import json
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -214,3 +217,200 @@ def test_sending_while_streaming_is_refused_with_a_clear_message(
     assert ex.error is not None and "still streaming" in ex.error["evalue"]
     kernel.run("c6.stop()")
     assert kernel.wait_for(lambda: kernel.eval("c6.status") == "'idle'", 5)
+
+
+def comm_bytes(msgs: list[Any], comm_id: str) -> int:
+    """Bytes of this widget's comm messages (as JSON) among ``msgs``."""
+    return sum(
+        len(json.dumps(m.content))
+        for m in msgs
+        if m.type == "comm_msg" and m.content.get("comm_id") == comm_id
+    )
+
+
+def apply(
+    messages: list[dict[str, Any]], rev: int, change: dict[str, Any]
+) -> tuple[list[dict[str, Any]], int]:
+    """What js/src/model_events.js does with a ``messages`` change (its vitest covers
+    the gaps; here every change must apply)."""
+    assert change["base"] == rev, (change["base"], rev)
+    out = list(messages)
+    index = {m["id"]: i for i, m in enumerate(out)}
+    for m in change["upsert"]:
+        if m["id"] in index:
+            out[index[m["id"]]] = m
+        else:
+            index[m["id"]] = len(out)
+            out.append(m)
+    assert len(out) == change["count"]
+    return out, change["rev"]
+
+
+def kernel_json(kernel: Kernel, expr: str) -> Any:
+    """The value of ``expr`` in the kernel, through JSON."""
+    return json.loads(
+        ast.literal_eval(kernel.eval(f"__import__('json').dumps({expr})"))
+    )
+
+
+def test_traffic_per_turn_stays_flat_as_the_conversation_grows(
+    kernel: Kernel, srv: LoopbackServer
+) -> None:
+    reply = [f" word{i}" for i in range(30)]
+    kernel.run("from nbstream import ChatWidget\nc7 = ChatWidget()")
+    comm = widget_comm(kernel, "c7")
+    cost: dict[int, int] = {}
+    for n in range(1, 51):
+        srv.enqueue(Reply.events(openai_chunks(reply, usage=USAGE)))
+        start = len(kernel.iopub())
+        ex = kernel.run(f"await c7.send('question {n}')")
+        assert ex.error is None, ex.error
+        cost[n] = comm_bytes(kernel.iopub()[start:], comm)
+    print(f"\ncomm bytes per turn: { {n: cost[n] for n in (1, 5, 10, 25, 50)} }")
+    # On main the whole list was sent at every send and end: turn 5 cost 7.8 kB and
+    # turn 50 69 kB. Now a turn costs the same whenever it comes.
+    assert cost[50] < 1.1 * cost[5], cost
+    assert cost[50] < 4000, cost
+    # the messages state was never sent whole ...
+    assert not any("messages" in s for s in state_updates(kernel, comm))
+    # ... and yet a front end that applied the changes in order has the whole list,
+    # as the kernel has it: what it shows, and what saved widget state holds
+    kept = kernel_json(kernel, "c7.messages")
+    assert len(kept) == 100
+    assert kept[-1]["text"] == "".join(reply) and kept[-1]["status"] == "complete"
+    assert kept[-2]["text"] == "question 50"
+    shown: list[dict[str, Any]] = []
+    rev = 0
+    for change in customs(kernel, comm, "messages"):
+        shown, rev = apply(shown, rev, change)
+    assert shown == kept and rev == 100
+    assert kernel_json(kernel, "c7.get_state()['messages']") == kept
+    # a new front end (a page reload) asks for the state and gets all of it
+    before = len(kernel.iopub())
+    msg = kernel.kc.session.msg(
+        "comm_msg", {"comm_id": comm, "data": {"method": "request_state"}}
+    )
+    kernel.kc.shell_channel.send(msg)
+    assert kernel.wait_for(lambda: "messages" in state_updates(kernel, comm)[-1], 5)
+    state = state_updates(kernel, comm)[-1]
+    assert state["messages"] == kept and state["_messages_rev"] == 100
+    assert comm_bytes(kernel.iopub()[before:], comm) > 20 * cost[50]
+
+
+def test_a_front_end_that_missed_changes_catches_up(
+    kernel: Kernel, srv: LoopbackServer
+) -> None:
+    kernel.run("from nbstream import ChatWidget\nc8 = ChatWidget()")
+    comm = widget_comm(kernel, "c8")
+    for n in range(1, 4):
+        srv.enqueue(Reply.events(openai_chunks([f" answer {n}"])))
+        kernel.run(f"await c8.send('question {n}')")
+    kept = kernel_json(kernel, "c8.messages")
+    changes = customs(kernel, comm, "messages")
+    assert [c["rev"] for c in changes] == [1, 2, 3, 4, 5, 6]
+    # it has revision 3 (turn 2 sent, not ended): it gets what changed since
+    send_comm(kernel, comm, {"type": "sync", "rev": 3})
+    assert kernel.wait_for(lambda: len(customs(kernel, comm, "messages")) == 7, 5)
+    answer = customs(kernel, comm, "messages")[-1]
+    assert [m["id"] for m in answer["upsert"]] == [m["id"] for m in kept[3:]]
+    shown, rev = apply(kept[:3], 3, answer)
+    assert shown == kept and rev == 6
+    # up to date: nothing is sent; nonsense: the whole list, as state
+    send_comm(kernel, comm, {"type": "sync", "rev": 6})
+    send_comm(kernel, comm, {"type": "sync", "rev": "everything"})
+    assert kernel.wait_for(lambda: "messages" in state_updates(kernel, comm)[-1], 5)
+    assert state_updates(kernel, comm)[-1]["messages"] == kept
+    assert len(customs(kernel, comm, "messages")) == 7
+    # the transcript edited from Python: the new list goes out whole, as state, and
+    # the changes go on from there
+    srv.enqueue(Reply.events(openai_chunks([" fresh"])))
+    kernel.run("c8.transcript.clear()\nawait c8.send('start over')")
+    state = [s for s in state_updates(kernel, comm) if "messages" in s][-1]
+    assert [m["text"] for m in state["messages"]] == ["start over", ""]
+    shown, rev = apply(
+        state["messages"], state["_messages_rev"], customs(kernel, comm, "messages")[-1]
+    )
+    assert [m["text"] for m in shown] == ["start over", " fresh"]
+    assert shown == kernel_json(kernel, "c8.messages")
+    # a front end may not write the messages (the kernel owns them)
+    msg = kernel.kc.session.msg(
+        "comm_msg",
+        {"comm_id": comm, "data": {"method": "update", "state": {"messages": []}}},
+    )
+    kernel.kc.shell_channel.send(msg)
+    assert kernel.eval("len(c8.messages)") == "2"
+
+
+# -- a cancelled task, whenever it is cancelled (plain asyncio, no kernel) ---------------
+async def until(predicate: Callable[[], object], timeout: float, what: str) -> None:
+    """Yield to the loop until ``predicate()`` holds; fail after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"waited {timeout} s for {what}")
+        await asyncio.sleep(0.005)
+
+
+@pytest.mark.parametrize(
+    "when", ["before it starts", "as it starts", "request sent", "mid-reply"]
+)
+async def test_a_cancelled_send_ends_the_turn_and_the_panel_carries_on(
+    server: LoopbackServer, when: str
+) -> None:
+    from nbstream import ChatWidget, Client
+
+    chat = ChatWidget(client=Client(server.base_url, "sk-test", "cancel-model"))
+    ended: list[Any] = []
+    chat.on_turn(ended.append)
+    sent = when in ("request sent", "mid-reply")
+    if when == "request sent":
+        server.enqueue(Reply(chunks=[STALL]))  # headers, then nothing
+    elif when == "mid-reply":
+        partial = openai_chunks([" half", " a"], finish=None, done=False)
+        server.enqueue(
+            Reply(chunks=[*(f"data: {c}\n\n".encode() for c in partial), STALL])
+        )
+    task = chat.send("hi")
+    assert chat.status == "streaming"
+    if when == "as it starts":
+        await asyncio.sleep(0)  # the task has taken its first step
+    elif when == "request sent":
+        await until(lambda: server.requests, 5, "the request")
+    elif when == "mid-reply":
+        await until(lambda: chat.transcript[-1].text == " half a", 5, "two words")
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    # the moment the task is done, the turn is over: cancelled, kept, told once
+    turn = chat.transcript[-1]
+    assert chat.status == "idle"
+    assert turn.status == "cancelled"
+    assert ended == [turn]
+    assert chat.messages[-1]["status"] == "cancelled"
+    assert chat.messages[-1]["text"] == (" half a" if when == "mid-reply" else "")
+    if sent:
+        seen = server.requests[0]
+        assert await asyncio.to_thread(
+            server.wait_for, lambda: seen.client_closed_at is not None, 5
+        ), "the connection was left open"
+    else:
+        assert server.requests == []  # nothing was sent
+    # and the panel works: a new message is sent and answered
+    server.enqueue(Reply.events(openai_chunks([" fine"])))
+    again = await chat.send("again")
+    assert again is not None and again.status == "complete"
+    assert chat.status == "idle"
+    assert ended == [turn, again]
+    assert [
+        (m["role"], m["status"] if m["role"] == "assistant" else "")
+        for m in chat.messages
+    ] == [
+        ("user", ""),
+        ("assistant", "cancelled"),
+        ("user", ""),
+        ("assistant", "complete"),
+    ]
+    assert server.requests[-1].json["messages"][-1] == {
+        "role": "user",
+        "content": "again",
+    }

@@ -7,7 +7,7 @@ import {
   renderMarkdown,
   setHighlighter,
 } from "./markdown.js";
-import { subscribe } from "./model_events.js";
+import { subscribe, syncMessages } from "./model_events.js";
 import { readoutText } from "./readout.js";
 import { makeScheduler, TextStream } from "./text_stream.js";
 import "./chat.css";
@@ -32,6 +32,26 @@ export function totalsText(t) {
     `${est}${fmtTokens(t.output_tokens)} out tokens · ${t.elapsed_s.toFixed(1)} s`;
 }
 
+// Keys typed in the panel are the panel's: a notebook that saw them would act on them
+// as its own shortcuts (VS Code deletes the cell on Delete; JupyterLab's command mode
+// has d,d, x, a, b …). Stopped where they leave the panel, after the panel's own
+// handlers (Enter sends), so typing, Tab and the buttons work as usual.
+export const KEY_EVENTS = ["keydown", "keypress", "keyup"];
+
+export function keepKeys(node) {
+  const stop = (e) => e.stopPropagation();
+  for (const type of KEY_EVENTS) node.addEventListener(type, stop);
+  return () => {
+    for (const type of KEY_EVENTS) node.removeEventListener(type, stop);
+  };
+}
+
+// The model, once per front end (before any view): keep `messages` current from the
+// kernel's change messages, whether or not a view is showing.
+function initialize({ model }) {
+  return syncMessages(model);
+}
+
 function render({ model, el }) {
   // -- layout -------------------------------------------------------------------------
   const title = h("span", { class: "nbs-title" });
@@ -48,6 +68,7 @@ function render({ model, el }) {
     h("div", { class: "nbs-compose" }, input, send, stop));
   el.append(root);
   const unCopy = handleCopyClicks(list);
+  const unKeys = keepKeys(root);
 
   // -- state of this view ---------------------------------------------------------------
   const live = new TextStream();
@@ -201,6 +222,7 @@ function render({ model, el }) {
 
   return () => {
     unCopy();
+    unKeys();
     input.removeEventListener("keydown", onKey);
     send.removeEventListener("click", submit);
     stop.removeEventListener("click", onStop);
@@ -208,4 +230,4 @@ function render({ model, el }) {
   };
 }
 
-export default { render };
+export default { initialize, render };

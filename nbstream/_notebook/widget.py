@@ -1,11 +1,17 @@
 """``ChatWidget``: a chat panel in the notebook, on the same streaming engine.
 
 Traits hold the truth: the committed messages (final text included, so saved widget
-state is complete), the status and the totals. While a reply streams, its text travels
-as numbered delta messages (coalesced to 20 Hz); a view that starts late or misses one
-asks for a snapshot. The stream runs as a task on the kernel's event loop, so the kernel
-stays free and Stop works from the moment a request is sent. The API key never enters
-a trait.
+state is complete), the status and the totals. The ``messages`` trait grows by
+appending: when a turn starts or ends, the browser gets only the messages that changed
+(a numbered ``messages`` custom message, applied to the front end's model in
+js/src/model_events.js), never the whole list again; a front end that finds a gap asks
+for what it missed, and a new front end gets the whole list with the widget's state.
+While a reply streams, its text travels as numbered delta messages (coalesced to
+20 Hz); a view that starts late or misses one asks for a snapshot. The stream runs as a
+task on the kernel's event loop, so the kernel stays free and Stop works from the moment
+a request is sent; however that task ends (finished, stopped, failed or cancelled, even
+before it started) the turn is committed and the panel returns to idle. The API key
+never enters a trait.
 
 >>> from nbstream import ChatWidget  # doctest: +SKIP
 >>> chat = ChatWidget(model="gpt-4o-mini", system="You are helpful.")  # doctest: +SKIP
@@ -32,6 +38,10 @@ from .render import readout
 from .view import LiveText, static_asset
 
 __all__ = ["ChatWidget"]
+
+# Traits the kernel updates incrementally (see ChatWidget._commit): their own sync is
+# suppressed then, and the front end applies a ``messages`` custom message instead.
+_INCREMENTAL = frozenset({"messages", "_messages_rev"})
 
 
 def _message(turn: Turn) -> dict[str, Any]:
@@ -70,7 +80,10 @@ class ChatWidget(anywidget.AnyWidget):
     messages = traitlets.List(
         traitlets.Dict(),
         help="Committed messages (user and assistant), final text included.",
-    ).tag(sync=True)
+    ).tag(sync=True, echo_update=False)
+    _messages_rev = traitlets.Int(
+        0, help="Revision of `messages`: +1 for each change sent to the browser."
+    ).tag(sync=True, echo_update=False)
     status = traitlets.Unicode(
         "idle", help="'idle', or 'streaming' while a reply runs."
     ).tag(sync=True)
@@ -97,13 +110,21 @@ class ChatWidget(anywidget.AnyWidget):
                 client = Client(base_url=base_url, model=model, api=api)
             conversation = Conversation(client, system=system, **params)
         self.conversation = conversation
-        super().__init__(title=self.conversation.client.model)
+        first = self._derive([])
+        super().__init__(
+            title=self.conversation.client.model,
+            messages=first,
+            totals=_totals(self.transcript),
+        )
         self._stream: AsyncStream | None = None
         self._task: asyncio.Task[Turn | None] | None = None
         self._callbacks: list[Callable[[Turn], None]] = []
         self._live = LiveText()
+        # message id -> the revision that last changed it; revisions below _floor
+        # (the last time the whole list was sent) cannot be brought up to date by a diff
+        self._changed_at: dict[str, int] = {m["id"]: 0 for m in first}
+        self._floor = 0
         self.on_msg(self._handle)
-        self._sync_messages()
 
     def __repr__(self) -> str:
         return f"ChatWidget(model={self.title!r}, turns={len(self.transcript)})"
@@ -115,19 +136,33 @@ class ChatWidget(anywidget.AnyWidget):
     # -- from Python ----------------------------------------------------------------
     def send(self, text: str, **params: Any) -> asyncio.Task[Turn | None]:
         """Ask ``text``; the reply streams into the panel. Returns the task (await it
-        for the finished ``Turn``). Raises if a reply is already streaming."""
+        for the finished ``Turn``). Cancelling the task, at any moment, stops the reply
+        as ``stop()`` does (the turn is kept, ``cancelled``) and then lets the
+        cancellation through: awaiting it raises ``CancelledError``. Raises if a reply
+        is already streaming."""
         if self.status == "streaming":
             raise RuntimeError(
                 "A reply is still streaming: wait for it, or call chat.stop() first."
             )
         if not text.strip():
             raise ValueError("Nothing to send: the message is empty.")
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            raise RuntimeError(
+                "ChatWidget.send needs a running event loop: call it in a notebook "
+                "cell (the kernel's loop), or from async code."
+            ) from None
         stream = self.conversation.astream(text, **params)
         self._stream = stream
         self._start_live(stream.turn)
-        loop = asyncio.get_event_loop()
-        self._task = loop.create_task(self._run(stream))
-        return self._task
+        task = loop.create_task(self._run(stream))
+        # The turn ends when the task is done, however it ends: a task cancelled
+        # before its first step never runs its body, so its own finally cannot be
+        # relied on. First in line, so whoever awaits the task finds the turn ended.
+        task.add_done_callback(lambda _t: self._end(stream))
+        self._task = task
+        return task
 
     def stop(self) -> None:
         """Stop the reply now: the connection closes; the partial reply is kept."""
@@ -152,7 +187,7 @@ class ChatWidget(anywidget.AnyWidget):
         self._live = LiveText(turn.id)
         with self.hold_sync():
             self.status = "streaming"
-            self._sync_messages()
+            self._commit()
 
     async def _run(self, stream: AsyncStream) -> Turn | None:
         coalescer = Coalescer(self._push, asyncio.get_running_loop())
@@ -163,10 +198,12 @@ class ChatWidget(anywidget.AnyWidget):
         except NbstreamError:
             pass  # shown in the panel (status "error", message, Retry), kept in the transcript
         except asyncio.CancelledError:
+            # The task itself was cancelled (task.cancel(), a timeout): the request is
+            # closed by now; the turn ends "cancelled" and the cancellation goes on.
             stream.cancel()
+            raise
         finally:
             coalescer.flush()
-            self._end(stream.turn)
         return stream.turn
 
     def _push(self, text: str, reasoning: str, with_readout: bool) -> None:
@@ -178,24 +215,94 @@ class ChatWidget(anywidget.AnyWidget):
         """Send a custom message to every view (``anywidget``'s ``send``)."""
         super().send(msg)
 
-    def _end(self, turn: Turn) -> None:
-        self._stream = None
+    def _end(self, stream: AsyncStream) -> None:
+        """The task is done: commit the turn, back to idle, tell the callbacks."""
+        turn = stream.turn
+        if turn.status == "streaming":
+            stream.cancel()  # the task was cancelled before it started: nothing was sent
+        if self._stream is stream:
+            self._stream = None
         with self.hold_sync():
-            self.status = "idle"
-            self._sync_messages()
+            if self._stream is None:
+                self.status = "idle"
+            self._commit()
         for cb in list(self._callbacks):
             with contextlib.suppress(
                 Exception
             ):  # a user's callback must not break the panel
                 cb(turn)
 
-    def _sync_messages(self) -> None:
-        msgs: list[dict[str, Any]] = []
+    # -- the messages trait, kept complete, sent as changes ------------------------------
+    def _derive(self, old: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The messages of the transcript; a message equal to one in ``old`` is that
+        same object (so that what changed is what is not identical)."""
+        by_id = {m["id"]: m for m in old}
+        out: list[dict[str, Any]] = []
         for turn in self.transcript:
-            msgs.append(_user_message(turn))
-            msgs.append(_message(turn))
-        self.messages = msgs
+            for msg in (_user_message(turn), _message(turn)):
+                prev = by_id.get(msg["id"])
+                out.append(prev if prev == msg else msg)
+        return out
+
+    def _commit(self) -> None:
+        """Bring ``messages`` and ``totals`` up to date with the transcript.
+
+        The trait stays complete (for a new front end and saved widget state), but its
+        own sync, which would send the whole list, is suppressed: every front end gets
+        one ``messages`` custom message with the messages that changed, and the
+        revision it applies to. If a message went away (the transcript was edited), the
+        whole list is sent as state instead.
+        """
+        old = self.messages
+        new = self._derive(old)
         self.totals = _totals(self.transcript)
+        if [m["id"] for m in new[: len(old)]] != [m["id"] for m in old]:
+            rev = self._messages_rev + 1
+            self._floor = rev
+            self._changed_at = {m["id"]: rev for m in new}
+            with self.hold_sync():
+                self.messages = new
+                self._messages_rev = rev
+            return
+        upsert = [m for i, m in enumerate(new) if i >= len(old) or old[i] is not m]
+        if not upsert:
+            return
+        base = self._messages_rev
+        rev = base + 1
+        for m in upsert:
+            self._changed_at[m["id"]] = rev
+        self._quiet = True
+        try:
+            self.messages = new
+            self._messages_rev = rev
+        finally:
+            self._quiet = False
+        self.send_msg(_changes(base, rev, len(new), upsert))
+
+    def _catch_up(self, rev: Any) -> None:
+        """A front end at revision ``rev`` asks for what it missed."""
+        current = self._messages_rev
+        if type(rev) is not int or not self._floor <= rev <= current:
+            self.send_state(["messages", "_messages_rev"])  # the whole list
+        elif rev < current:
+            upsert = [
+                m for m in self.messages if self._changed_at.get(m["id"], 0) > rev
+            ]
+            self.send_msg(_changes(rev, current, len(self.messages), upsert))
+
+    _quiet = False  # True while _commit updates the incremental traits
+
+    def _should_send_property(self, key: str, value: Any) -> bool:
+        if self._quiet and key in _INCREMENTAL:
+            return False
+        return bool(super()._should_send_property(key, value))
+
+    def set_state(self, sync_data: dict[str, Any]) -> None:
+        # The kernel owns the messages: a front end never writes them (a view that
+        # saved its model's changes would otherwise send the whole list back).
+        state = {k: v for k, v in sync_data.items() if k not in _INCREMENTAL}
+        if state:
+            super().set_state(state)
 
     # -- from the browser ---------------------------------------------------------------
     def _handle(self, _w: Any, content: Any, _buffers: Any) -> None:
@@ -213,6 +320,22 @@ class ChatWidget(anywidget.AnyWidget):
         elif kind == "resync":
             stream = self._stream
             self.send_msg(self._live.snapshot(readout(stream.turn) if stream else None))
+        elif kind == "sync":
+            self._catch_up(content.get("rev"))
+
+
+def _changes(
+    base: int, rev: int, count: int, upsert: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """Applied on top of revision ``base``, ``upsert`` (replace by id, else append)
+    makes revision ``rev``, of ``count`` messages."""
+    return {
+        "type": "messages",
+        "base": base,
+        "rev": rev,
+        "count": count,
+        "upsert": upsert,
+    }
 
 
 def _totals(transcript: Transcript) -> dict[str, Any]:
