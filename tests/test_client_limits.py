@@ -279,3 +279,27 @@ def test_aclose_closes_pools_opened_on_other_loops() -> None:
 
         asyncio.run(main())
         assert srv.wait_for(lambda: srv.open_connections == 0, 5)
+
+
+def test_the_magics_keep_a_few_clients_and_close_the_ones_they_drop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each change of %%chat settings used to leave a client (and its connections)
+    behind for good: the magics keep the recently used ones and close the rest."""
+    from nbstream._notebook.magics import MAX_CLIENTS, ChatMagics
+
+    with LoopbackServer(keep_alive=True) as srv:
+        srv.enqueue(Reply.events(openai_chunks(["Hello"])))
+        monkeypatch.setenv("NBSTREAM_BASE_URL", srv.base_url)
+        magics = ChatMagics(shell=None)
+        first = magics.client_for(magics.options("-m first"))
+        assert first.chat("Hi").text == "Hello"
+        assert srv.wait_for(lambda: srv.open_connections == 1, 5)
+        assert magics.client_for(magics.options("-m first")) is first  # reused
+        for i in range(MAX_CLIENTS):
+            magics.client_for(magics.options(f"-m model{i}"))
+        assert len(magics._clients) == MAX_CLIENTS
+        assert first not in magics._clients.values()
+        assert srv.wait_for(lambda: srv.open_connections == 0, 5)  # and it was closed
+        magics.close_clients()
+        assert not magics._clients

@@ -30,6 +30,7 @@ import os
 import shlex
 import string
 import sys
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -62,6 +63,7 @@ __all__ = [
 ]
 
 Mode = Literal["interactive", "batch", "terminal"]
+MAX_CLIENTS = 8  # clients (connection pools) kept for recently used settings
 _ENV = ("NBSTREAM_", "OPENAI_", "ANTHROPIC_", "XDG_CACHE_HOME")
 
 
@@ -125,7 +127,9 @@ class ChatMagics(Magics):
 
     def __init__(self, shell: InteractiveShell | None = None, **kw: Any) -> None:
         super().__init__(shell=shell, **kw)
-        self._clients: dict[tuple[Any, ...], Client] = {}
+        # the clients of recent settings, most recently used last; older ones are
+        # closed (a conversation that still holds one reopens its pool if used)
+        self._clients: OrderedDict[tuple[Any, ...], Client] = OrderedDict()
         self.running: set[AsyncStream | Stream] = set()
         self.tasks: set[asyncio.Task[None]] = set()
 
@@ -280,7 +284,9 @@ class ChatMagics(Magics):
         )
         key = (base_url, model, api, timeout, opts.record, opts.replay, env)
         client = self._clients.get(key)
-        if client is None:
+        if client is not None:
+            self._clients.move_to_end(key)
+        else:
             try:
                 client = Client(
                     base_url=base_url,
@@ -295,6 +301,9 @@ class ChatMagics(Magics):
             except (ConfigurationError, ReplayError) as exc:
                 raise UsageError(str(exc)) from None
             self._clients[key] = client
+            while len(self._clients) > MAX_CLIENTS:
+                _, old = self._clients.popitem(last=False)
+                old.close()
         return client
 
     def _interpolate(self, body: str) -> str:
@@ -413,6 +422,11 @@ class ChatMagics(Magics):
     def _store(self, request: _Request, turn: Turn) -> None:
         if request.output and self.shell is not None:
             self.shell.user_ns[request.output] = turn
+
+    def close_clients(self) -> None:
+        while self._clients:
+            _, client = self._clients.popitem()
+            client.close()
 
     def stop_all(self) -> int:
         running = list(self.running)
@@ -618,4 +632,5 @@ def unload_ipython_extension(ip: InteractiveShell) -> None:
         ip.input_transformers_cleanup.remove(_transform)
     if _magics is not None:
         _magics.stop_all()
+        _magics.close_clients()
     _magics = None
