@@ -247,6 +247,13 @@ def everything_a_user_can_see(
         out.append(repr(vars(err)))
     if records.exists():
         out.append(records.read_text())
+    # the chat panel's saved state (its messages and totals)
+    from nbstream import ChatWidget, Conversation
+
+    client = Client(base_url="http://127.0.0.1:1/v1", model="m")
+    panel = ChatWidget(conversation=Conversation(client, transcript=Transcript([turn])))
+    state = panel.get_state()
+    out.append(json.dumps({k: v for k, v in state.items() if not k.startswith("_")}))
     return out
 
 
