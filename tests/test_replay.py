@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from nbstream import Client, Conversation
+from nbstream._http import replay
 from nbstream._http.replay import Recording, ReplayError
 from tests.conftest import STREAMS
 from tests.loopback import LoopbackServer, Reply, openai_chunks
@@ -59,6 +62,32 @@ def test_replay_keeps_the_recorded_pace(server: LoopbackServer, tmp_path: Path) 
     assert turn.metrics.elapsed_s is not None and turn.metrics.elapsed_s >= 0.15
     fast = Client(base_url=server.base_url, model="m", replay=rec, replay_speed=0)
     assert fast.chat("pace").text == " a b c d"
+
+
+@pytest.mark.parametrize("speed", [0.5, 1.0, 2.0, 4.0])
+def test_replay_speed_divides_the_recorded_gaps(
+    server: LoopbackServer,
+    tmp_path: Path,
+    speed: float,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """NBSTREAM_REPLAY_SPEED=2 is twice as fast (it used to be half as fast)."""
+    rec = tmp_path / "paced.jsonl"
+    server.enqueue(Reply.events(openai_chunks([" a", " b", " c"]), delay=0.02))
+    Client(base_url=server.base_url, model="m", record=rec).chat("pace")
+    recorded = sum(dt for dt, _ in Recording.load(rec).exchanges[0].chunks if dt > 0)
+    waits: list[float] = []
+    real_sleep = asyncio.sleep
+
+    async def sleep(dt: float, *a: Any) -> None:
+        waits.append(dt)
+        await real_sleep(0)
+
+    monkeypatch.setattr(replay.asyncio, "sleep", sleep)
+    monkeypatch.setenv("NBSTREAM_REPLAY_SPEED", str(speed))
+    turn = Client(base_url=server.base_url, model="m", replay=rec).chat("pace")
+    assert turn.text == " a b c"
+    assert sum(waits) == pytest.approx(recorded / speed)
 
 
 def test_replay_refuses_a_request_that_differs_and_says_how(
