@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import assert_never
 
 from .events import (
+    AttemptStart,
     Done,
     ErrorEvent,
     Event,
@@ -28,6 +29,7 @@ from .events import (
     Usage,
     UsageEvent,
 )
+from .reply import Choice
 from .transcript import ErrorInfo, Turn
 
 __all__ = ["MAX_WARNINGS", "Accumulator"]
@@ -96,6 +98,9 @@ class Accumulator:
                     self._dropped += 1
             case Done():
                 turn.done = True
+            case AttemptStart(superseded=superseded):
+                if superseded:  # a restart: the reply so far is replaced
+                    turn.choices[:] = [Choice(0, turn._lock)]
             case _:
                 assert_never(ev)
 

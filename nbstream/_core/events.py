@@ -12,7 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+Strategy = Literal["first", "fallback", "restart", "prefill", "user_turn"]
+
 __all__ = [
+    "AttemptStart",
     "Done",
     "ErrorEvent",
     "Event",
@@ -147,6 +150,25 @@ class StreamWarning:
 
 
 @dataclass(frozen=True, slots=True)
+class AttemptStart:
+    """Another attempt takes over the reply (fallback or recovery).
+
+    ``reason`` says why the previous one ended ("the connection dropped at 1,204
+    characters"); ``kept`` is how many characters of the reply stay; with
+    ``superseded`` (a restart) the text so far is replaced by what follows.
+    """
+
+    index: int
+    model: str
+    base_url: str
+    strategy: Strategy
+    reason: str
+    kept: int = 0
+    superseded: bool = False
+    type: Literal["attempt"] = "attempt"
+
+
+@dataclass(frozen=True, slots=True)
 class Done:
     """The stream said it is over (``[DONE]`` or ``message_stop``)."""
 
@@ -164,5 +186,6 @@ Event = (
     | ErrorEvent
     | Meta
     | StreamWarning
+    | AttemptStart
     | Done
 )

@@ -20,6 +20,7 @@ on another thread sees the turn before or after a batch, never in between.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -53,6 +54,7 @@ class Pipeline:
         "_parser",
         "_redactor",
         "_scrubber",
+        "_transform",
         "raw_events",
         "turn",
     )
@@ -66,8 +68,12 @@ class Pipeline:
         prompt_chars: int = 0,
         keep_raw_events: bool = False,
         scrubber: Scrubber | None = None,
+        transform: Callable[[Event], Event | None] | None = None,
     ) -> None:
+        """``transform``: called on each event before it reaches the turn; returns it,
+        a changed event, or ``None`` to drop it (the client's middleware)."""
         self.turn = turn
+        self._transform = transform
         self._scrubber = scrubber if scrubber else None
         self._redactor = Redactor(scrubber) if scrubber else None
         self._decoder = SSEDecoder(max_event_size)
@@ -131,7 +137,7 @@ class Pipeline:
 
     def _apply(self, events: list[Event], now: float) -> list[Event]:
         apply, turn = self._acc.apply, self.turn
-        if self._redactor is None:
+        if self._redactor is None and self._transform is None:
             for i, ev in enumerate(events):
                 apply(ev, now)
                 if type(ev) is Done:
@@ -139,11 +145,14 @@ class Pipeline:
                     return events[: i + 1]
             return events
         out: list[Event] = []
+        transform = self._transform
         for ev in events:
             if turn.done:
                 self._after_end += 1
                 continue
-            clean = self._clean(ev)
+            clean: Event | None = ev if self._redactor is None else self._clean(ev)
+            if clean is not None and transform is not None:
+                clean = transform(clean)
             if clean is not None:
                 apply(clean, now)
                 out.append(clean)

@@ -17,6 +17,7 @@ import os
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, cast
 
+from .record import Attempt
 from .reply import Choice, TextBuffer, ToolCall
 from .turn import Api, ErrorInfo, Metrics, Request, Status, Turn
 
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Api",
+    "Attempt",
     "Choice",
     "ErrorInfo",
     "Metrics",
@@ -89,7 +91,8 @@ class Transcript:
         """
         from .providers import provider_for
 
-        out = provider_for(api).history(self, include_system=include_system)
+        system = self.system if include_system else None
+        out = provider_for(api).history(self.turns, system)
         return copy.deepcopy(out)  # editing the history must not edit the record
 
     def to_dict(self) -> dict[str, Any]:

@@ -8,130 +8,22 @@ import json
 import threading
 import time
 import uuid
-from array import array
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from .events import Usage
+from .record import (
+    Api,
+    Attempt,
+    ErrorInfo,
+    Metrics,
+    Request,
+    Status,
+    usage_from_dict,
+    usage_to_dict,
+)
 from .reply import Choice, ToolCall
 
-__all__ = ["Api", "ErrorInfo", "Metrics", "Request", "Status", "Turn"]
-
-Status = Literal["streaming", "complete", "cancelled", "error", "incomplete"]
-Api = Literal["openai", "anthropic"]
-
-
-@dataclass(eq=False)
-class Metrics:
-    """Timing of one turn, in seconds from the moment the request was sent.
-
-    ``arrivals`` holds the arrival time of every content delta (float32, 4 bytes each),
-    compact enough to keep for a timeline plot of a 100k-token reply.
-    """
-
-    ttfb_s: float | None = None
-    ttft_s: float | None = None
-    elapsed_s: float | None = None
-    chunks: int = 0
-    deltas: int = 0
-    attempts: int = 0
-    output_tokens: int | None = None
-    output_tokens_estimated: bool = True
-    input_estimate: int | None = None  # tokens, from the size of what was sent
-    arrivals: array[float] = field(default_factory=lambda: array("f"))
-
-    @property
-    def tokens_per_s(self) -> float | None:
-        """Output tokens per second of generation (after the first token). While the
-        reply streams: the deltas so far, up to the last one that arrived."""
-        if self.ttft_s is None:
-            return None
-        if self.elapsed_s is None:  # still streaming
-            if self.deltas < 2 or not self.arrivals:
-                return None
-            gen = self.arrivals[-1] - self.ttft_s
-            return (self.deltas - 1) / gen if gen > 0 else None
-        if self.output_tokens is None:
-            return None
-        gen = self.elapsed_s - self.ttft_s
-        if gen <= 0 or self.output_tokens < 2:
-            return None
-        return (self.output_tokens - 1) / gen
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "ttfb_s": self.ttfb_s,
-            "ttft_s": self.ttft_s,
-            "elapsed_s": self.elapsed_s,
-            "chunks": self.chunks,
-            "deltas": self.deltas,
-            "attempts": self.attempts,
-            "output_tokens": self.output_tokens,
-            "output_tokens_estimated": self.output_tokens_estimated,
-            "input_estimate": self.input_estimate,
-            "arrivals": self.arrivals.tolist(),
-        }
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Metrics:
-        d = dict(d)
-        arrivals = array("f", d.pop("arrivals"))
-        return cls(**d, arrivals=arrivals)
-
-
-@dataclass(eq=False)
-class ErrorInfo:
-    """Why a turn failed: the error's class name, message, and HTTP facts if any."""
-
-    kind: str
-    message: str
-    status_code: int | None = None
-    request_id: str | None = None
-    retry_after: float | None = None
-    code: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> ErrorInfo:
-        return cls(**d)
-
-
-@dataclass(eq=False)
-class Request:
-    """What was asked: the new messages of this turn and the parameters (never a key).
-
-    In a ``Conversation`` the history sent with it is the transcript's earlier turns.
-    """
-
-    messages: list[dict[str, Any]]
-    model: str
-    api: Api
-    base_url: str
-    params: dict[str, Any] = field(default_factory=dict)
-    system: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Request:
-        return cls(**d)
-
-
-def _usage_to_dict(u: Usage | None) -> dict[str, Any] | None:
-    if u is None:
-        return None
-    return {
-        "input_tokens": u.input_tokens,
-        "output_tokens": u.output_tokens,
-        "total_tokens": u.total_tokens,
-        "reasoning_tokens": u.reasoning_tokens,
-        "cached_input_tokens": u.cached_input_tokens,
-        "estimated": u.estimated,
-        "raw": u.raw,
-    }
+__all__ = ["Api", "Attempt", "ErrorInfo", "Metrics", "Request", "Status", "Turn"]
 
 
 class Turn:
@@ -161,6 +53,9 @@ class Turn:
         self.done = False  # the stream said it is over ([DONE] / message_stop)
         # False when the server ignored ``stream: true`` and sent one whole answer
         self.streamed = True
+        # Every try at the reply, in order, when it took more than one (fallback,
+        # recovery); see ``attempts``.
+        self._attempts: list[Attempt] = []
         # Every server-sent event as received, only with Client(keep_raw_events=True):
         # for debugging a provider's stream. Not saved with the transcript.
         self.raw_events: list[Any] | None = None
@@ -203,6 +98,35 @@ class Turn:
     def provider(self) -> str:
         return self.request.api
 
+    @property
+    def attempts(self) -> list[Attempt]:
+        """Every try at this reply, in order: the model, server, how it ended, what it
+        added. A reply that took one request has one attempt (this turn itself)."""
+        if self._attempts:
+            return list(self._attempts)
+        with self._lock:
+            text = self.text
+            return [
+                Attempt(
+                    model=self.model or self.request.model,
+                    api=self.request.api,
+                    base_url=self.request.base_url,
+                    status=self.status,
+                    error=self.error,
+                    text=text,
+                    span=(0, len(text)) if text else None,
+                    usage=self.usage,
+                    metrics=self.metrics,
+                )
+            ]
+
+    @property
+    def recovered(self) -> bool:
+        """True when the reply needed another attempt after output had started."""
+        return any(
+            a.strategy in ("restart", "prefill", "user_turn") for a in self._attempts
+        )
+
     def __repr__(self) -> str:
         text = self.text
         short = text if len(text) <= 60 else text[:57] + "..."
@@ -230,7 +154,7 @@ class Turn:
             "request": self.request.to_dict(),
             "status": self.status,
             "choices": [c.to_dict() for c in self.choices],
-            "usage": _usage_to_dict(self.usage),
+            "usage": usage_to_dict(self.usage),
             "error": self.error.to_dict() if self.error else None,
             "metrics": self.metrics.to_dict(),
             "model": self.model,
@@ -239,6 +163,7 @@ class Turn:
             "warnings": list(self.warnings),
             "done": self.done,
             "streamed": self.streamed,
+            "attempts": [a.to_dict() for a in self._attempts],
         }
 
     @classmethod
@@ -248,7 +173,7 @@ class Turn:
         turn.created_at = d["created_at"]
         turn.status = d["status"]
         turn.choices = [Choice.from_dict(c, turn._lock) for c in d["choices"]]
-        turn.usage = Usage(**d["usage"]) if d["usage"] is not None else None
+        turn.usage = usage_from_dict(d["usage"])
         turn.error = ErrorInfo.from_dict(d["error"]) if d["error"] else None
         turn.metrics = Metrics.from_dict(d["metrics"])
         turn.model = d["model"]
@@ -257,6 +182,7 @@ class Turn:
         turn.warnings = d["warnings"]
         turn.done = d["done"]
         turn.streamed = d.get("streamed", True)
+        turn._attempts = [Attempt.from_dict(a) for a in d.get("attempts", [])]
         return turn
 
     def to_row(self) -> dict[str, Any]:

@@ -11,16 +11,21 @@ import asyncio
 import os
 import re
 import weakref
+from collections.abc import Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 from .._core.errors import ConfigurationError
 from .._core.providers import provider_for
+from .._core.recovery import Recover
 from .._core.secrets import Scrubber, Secret, check_key
 from .._core.sse import DEFAULT_MAX_EVENT_SIZE
 from .._core.transcript import Api, Request, Turn
+from ..middleware import Middleware
 from .producer import stream_options_for
 from .replay import Recording
-from .request import RequestSpec
+from .request import RequestSpec, SealedHeaders
+from .runner import Entry, Plan
 from .settings import Settings, Timeouts, resolve
 from .streams import AsyncStream, Stream, in_loop
 from .transport import HTTP, guard_logs
@@ -46,6 +51,68 @@ def _checked_headers(headers: dict[str, str]) -> dict[str, str]:
             check_key(value, "Client(headers=...)", f"The value of header {name!r}")
         out[name] = value
     return out
+
+
+_OFFICIAL = {
+    "api.openai.com": "OPENAI_API_KEY",
+    "api.anthropic.com": "ANTHROPIC_API_KEY",
+}
+
+
+def _entries(client: Client, fallbacks: Sequence[str | Client]) -> list[Entry]:
+    """``fallbacks=`` checked now, so that a bad entry fails here with its fix, not in
+    the middle of a broken reply."""
+    if isinstance(fallbacks, str | Client):
+        fallbacks = [fallbacks]
+    out: list[Entry] = []
+    for i, f in enumerate(fallbacks):
+        if isinstance(f, str):
+            if not f.strip():
+                raise ConfigurationError(
+                    f"fallbacks[{i}] is an empty model name: give a model name (asked "
+                    "on this client's server) or another Client."
+                )
+            out.append(Entry(client, f))
+        elif isinstance(f, Client):
+            if f.fallbacks:
+                raise ConfigurationError(
+                    f"fallbacks[{i}] has fallbacks of its own: list every entry in "
+                    "this client's fallbacks instead (one flat list, tried in order)."
+                )
+            host = urlsplit(f.base_url).hostname or ""
+            if host in _OFFICIAL and f.api_key is None:
+                raise ConfigurationError(
+                    f"fallbacks[{i}] ({f.model} at {f.base_url}) has no API key: "
+                    f"set {_OFFICIAL[host]} or pass Client(api_key=...) for it."
+                )
+            out.append(Entry(f, f.model))
+        else:
+            raise ConfigurationError(
+                f"fallbacks[{i}] is {type(f).__name__}: give model names (str) or "
+                "Client objects, e.g. fallbacks=['gpt-4.1-mini', Client(...)]."
+            )
+    return out
+
+
+def _recover(recover: str | None) -> Recover | None:
+    if recover is None or recover in ("restart", "prefill", "user_turn"):
+        return recover  # type: ignore[return-value]
+    raise ConfigurationError(
+        f"recover={recover!r} is not a strategy: use 'restart' (ask again from "
+        "scratch), 'prefill' (continue the partial reply), 'user_turn' (ask to "
+        "continue) or None (keep the partial reply as an error)."
+    )
+
+
+def _middleware(items: Sequence[Middleware]) -> tuple[Middleware, ...]:
+    for i, m in enumerate(items):
+        if not isinstance(m, Middleware):
+            raise ConfigurationError(
+                f"middleware[{i}] is {type(m).__name__}, not an "
+                "nbstream.middleware.Middleware: subclass it and override the hooks "
+                "you need."
+            )
+    return tuple(items)
 
 
 def _as_messages(messages: Messages) -> list[dict[str, Any]]:
@@ -83,6 +150,10 @@ class Client:
         replay: str | os.PathLike[str] | None = None,
         replay_speed: float | None = None,
         max_connections: int | None = None,
+        fallbacks: Sequence[str | Client] | None = None,
+        recover: str | None = None,
+        middleware: Sequence[Middleware] | None = None,
+        prefill_params: dict[str, Any] | None = None,
     ) -> None:
         self.settings = resolve(base_url, model, api, api_key)
         self.timeouts = Timeouts.of(timeout)
@@ -107,6 +178,12 @@ class Client:
                 secrets += [value, value.partition(" ")[2]]
         self._scrubber = Scrubber(s for s in secrets if s)
         guard_logs(self._scrubber)
+        self.fallbacks: list[Entry] = _entries(self, fallbacks or [])
+        self.recover: Recover | None = _recover(recover)
+        self.middleware: tuple[Middleware, ...] = _middleware(middleware or ())
+        # extra parameters sent with a prefill (vLLM continues a trailing assistant
+        # message with {"continue_final_message": True, "add_generation_prompt": False})
+        self.prefill_params = dict(prefill_params or {})
         self._http: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, HTTP]
         self._http = weakref.WeakKeyDictionary()
 
@@ -148,20 +225,19 @@ class Client:
             )
         return http
 
-    def _request(
+    def _spec(
         self,
-        messages: Messages,
+        messages: list[dict[str, Any]],
         system: str | None,
         model: str | None,
         params: dict[str, Any],
-        history: list[dict[str, Any]] | None = None,
-    ) -> tuple[RequestSpec, Turn]:
-        """What to send, and the turn that will record it. ``history`` goes before the
-        new messages in the request but is not part of the turn's record."""
+        history: Sequence[Turn] = (),
+    ) -> RequestSpec:
+        """What to send: ``history`` (earlier turns, rendered in this client's wire
+        format) then ``messages``."""
         s = self.settings
         if model is not None and model != s.model:
             s = Settings(s.base_url, model, s.api, s.api_key, s.source, s.withheld_key)
-        msgs = _as_messages(messages)
         provider = provider_for(s.api)
         key = s.api_key.get() if s.api_key else None
         headers = {
@@ -169,13 +245,12 @@ class Client:
             "accept-encoding": "gzip, deflate",  # inflated step by step (transport)
             "user-agent": "nbstream/0.1",
             **self._extra_headers,
-            **provider.headers(key),
         }
-        spec = RequestSpec(
+        return RequestSpec(
             settings=s,
             provider=provider,
             url=s.base_url + provider.path,
-            messages=(history or []) + msgs,
+            messages=provider.history(history) + messages if history else messages,
             system=system,
             params=dict(params),
             timeouts=self.timeouts,
@@ -185,17 +260,33 @@ class Client:
             keep_raw_events=self.keep_raw_events,
             scrubber=self._scrubber,
             stream_options=stream_options_for(s.base_url),
+            middleware=self.middleware,
             _headers=headers,
+            _key_headers=SealedHeaders(provider.headers(key)),
         )
+
+    def _request(
+        self,
+        messages: Messages,
+        system: str | None,
+        model: str | None,
+        params: dict[str, Any],
+        history: Sequence[Turn] = (),
+    ) -> tuple[Plan, Turn]:
+        """What to send, and the turn that will record it (``history``, earlier turns,
+        goes into the request but not into the turn's record)."""
+        msgs = _as_messages(messages)
+        spec = self._spec(msgs, system, model, params, history)
         request = Request(
             messages=msgs,
-            model=s.model,
-            api=s.api,
-            base_url=s.base_url,
+            model=spec.settings.model,
+            api=spec.api,
+            base_url=spec.base_url,
             params=dict(params),
             system=system,
         )
-        return spec, Turn(request)
+        plan = Plan(self, spec, msgs, system, dict(params), tuple(history))
+        return plan, Turn(request)
 
     # -- public entry points -----------------------------------------------------
     def stream(

@@ -62,8 +62,7 @@ class Conversation:
         return f"<Conversation {self._client!r} {self.transcript!r}>"
 
     def _prepare(self, message: Messages, params: dict[str, Any]) -> tuple[Any, Turn]:
-        api = self.client.api
-        history = self.transcript.to_messages(api, include_system=False)
+        history = tuple(self.transcript.turns)  # rendered by whichever server answers
         model = params.pop("model", None)
         spec, turn = self.client._request(
             message,

@@ -31,6 +31,7 @@ from .._core.events import Event
 from .._core.pipeline import Pipeline
 from .._core.providers import clip
 from .._core.transcript import ErrorInfo, Status, Turn
+from .hooks import Hooks
 from .request import ERROR_BODY_LIMIT, MAX_RETRY_WAIT, RequestSpec
 from .retry import retry_after, retry_delay, should_retry, times
 from .transport import HTTP, Response, TransportFailure
@@ -58,6 +59,7 @@ class Producer:
         emit: Callable[[list[Event]], None],
     ) -> None:
         self.spec, self.turn, self.http, self.emit = spec, turn, http, emit
+        self.hooks = Hooks(spec)
         self.pipeline: Pipeline | None = None
         self.t0 = 0.0
         # When the current attempt was sent: the first-byte limit counts from there,
@@ -65,6 +67,28 @@ class Producer:
         self.attempt_t0 = 0.0
 
     async def run(self) -> Turn:
+        turn = self.turn
+        try:
+            turn = await self._run()
+        except NbstreamError as exc:
+            await self._after(exc)
+            raise
+        except BaseException:
+            self.hooks.after_stop(turn)
+            raise
+        await self._after(None)
+        return turn
+
+    async def _after(self, error: NbstreamError | None) -> None:
+        """The middleware's ``after``; one that raises fails the turn."""
+        try:
+            await self.hooks.after(self.turn, error)
+        except NbstreamError as exc:
+            self.turn.status = "error"
+            self._fail(exc)
+            raise
+
+    async def _run(self) -> Turn:
         turn = self.turn
         self.t0 = time.perf_counter()
         response: Response | None = None
@@ -126,6 +150,7 @@ class Producer:
             prompt_chars=spec.prompt_chars(),
             keep_raw_events=spec.keep_raw_events,
             scrubber=spec.scrubber,
+            transform=self.hooks.events(turn),
         )
         chunks = response.chunks()
         t = spec.timeouts
@@ -169,6 +194,7 @@ class Producer:
             turn,
             prompt_chars=spec.prompt_chars(),
             scrubber=spec.scrubber,
+            transform=self.hooks.events(turn),
         )
         turn.streamed = False
         now = time.perf_counter() - self.t0
@@ -230,15 +256,17 @@ class Producer:
             after: float | None = None
             self.attempt_t0 = time.perf_counter()
             first = spec.timeouts.first_byte
+            payload, headers = await self.hooks.before(attempt)
             try:
                 async with asyncio.timeout(first):
-                    response = await self.http.send(spec)
+                    response = await self.http.send(spec.url, payload, headers)
             except TimeoutError:
                 raise self._timeout("first_byte") from None
             except TransportFailure as exc:
                 error = self._send_failed(exc, attempt)
             else:
                 status = response.status
+                self.hooks.response(status, response.headers)
                 if 200 <= status < 300:
                     await self._check_stream(response)
                     return response

@@ -8,18 +8,35 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._core.providers import Provider
 from .._core.secrets import Scrubber
 from .._core.transcript import Api
 from .settings import Settings, Timeouts
 
-__all__ = ["ERROR_BODY_LIMIT", "MAX_RETRY_WAIT", "RETRY_STATUSES", "RequestSpec"]
+if TYPE_CHECKING:
+    from ..middleware import Middleware
+
+__all__ = [
+    "ERROR_BODY_LIMIT",
+    "MAX_RETRY_WAIT",
+    "RETRY_STATUSES",
+    "RequestSpec",
+    "SealedHeaders",
+]
 
 RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
 MAX_RETRY_WAIT = 60.0  # a longer retry-after is reported, not waited for
 ERROR_BODY_LIMIT = 64 * 1024
+
+
+class SealedHeaders(dict[str, str]):
+    """Headers that carry the key: a dict whose repr shows only their names, so a
+    traceback that shows local variables shows no key."""
+
+    def __repr__(self) -> str:
+        return "SealedHeaders(" + ", ".join(sorted(self)) + ")"
 
 
 @dataclass(eq=False, repr=False)
@@ -39,7 +56,9 @@ class RequestSpec:
     keep_raw_events: bool
     scrubber: Scrubber
     stream_options: bool = True
+    middleware: tuple[Middleware, ...] = ()
     _headers: dict[str, str] = field(default_factory=dict)
+    _key_headers: dict[str, str] = field(default_factory=dict)
 
     @property
     def api(self) -> Api:
@@ -49,7 +68,12 @@ class RequestSpec:
     def base_url(self) -> str:
         return self.settings.base_url
 
-    def headers(self) -> dict[str, str]:
+    def headers(self) -> SealedHeaders:
+        """Every header to send, the key's included."""
+        return SealedHeaders({**self._headers, **self._key_headers})
+
+    def public_headers(self) -> dict[str, str]:
+        """The headers a middleware may see and change (not the key's)."""
         return dict(self._headers)
 
     def body(self) -> dict[str, Any]:

@@ -21,11 +21,10 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from .._core.events import Event
 from .._core.transcript import Turn
-from .producer import Producer
-from .request import RequestSpec
 
 if TYPE_CHECKING:
     from .client import Client
+    from .runner import Plan
 
 __all__ = ["AsyncStream", "LoopThread", "Stream", "in_loop"]
 
@@ -79,8 +78,8 @@ class AsyncStream:
     ...     return s.turn
     """
 
-    def __init__(self, client: Client, spec: RequestSpec, turn: Turn) -> None:
-        self._client, self._spec, self.turn = client, spec, turn
+    def __init__(self, client: Client, plan: Plan, turn: Turn) -> None:
+        self._client, self._plan, self.turn = client, plan, turn
         self._queue: asyncio.Queue[list[Event]] = asyncio.Queue()
         self._task: asyncio.Task[Turn] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -95,17 +94,14 @@ class AsyncStream:
     def _start(self) -> asyncio.Task[Turn]:
         if self._task is None:
             self._loop = asyncio.get_running_loop()
-            producer = Producer(
-                self._spec, self.turn, self._client._http_for(self._loop), self._emit
-            )
-            self._task = self._loop.create_task(self._run(producer))
+            self._task = self._loop.create_task(self._run(self._loop))
         return self._task
 
-    async def _run(self, producer: Producer) -> Turn:
+    async def _run(self, loop: asyncio.AbstractEventLoop) -> Turn:
         try:
             if self.turn.status == "cancelled":
                 raise asyncio.CancelledError  # stopped before it started: send nothing
-            return await producer.run()
+            return await self._plan.run(self.turn, self._emit, loop)
         finally:
             self._queue.put_nowait(_END)
 
@@ -224,8 +220,8 @@ class Stream:
     'complete'
     """
 
-    def __init__(self, client: Client, spec: RequestSpec, turn: Turn) -> None:
-        self._client, self._spec, self.turn = client, spec, turn
+    def __init__(self, client: Client, plan: Plan, turn: Turn) -> None:
+        self._client, self._plan, self.turn = client, plan, turn
         self._queue: SimpleQueue[list[Event]] = SimpleQueue()
         self._future: Future[Turn] | None = None
         self._loop: LoopThread | None = None
@@ -246,8 +242,7 @@ class Stream:
         try:
             if self._cancel_requested or self.turn.status == "cancelled":
                 raise asyncio.CancelledError  # stopped before it started: send nothing
-            http = self._client._http_for(self._loop.loop)
-            return await Producer(self._spec, self.turn, http, self._emit).run()
+            return await self._plan.run(self.turn, self._emit, self._loop.loop)
         finally:
             self._queue.put(_END)
 

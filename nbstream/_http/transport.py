@@ -29,7 +29,6 @@ import sniffio  # noqa: F401
 
 from .._core.secrets import Scrubber
 from .replay import Recording, RecordingTransport, ReplayTransport
-from .request import RequestSpec
 from .settings import Timeouts
 
 __all__ = ["HTTP", "SLICE", "Response", "TransportFailure"]
@@ -278,11 +277,11 @@ class HTTP:
             verify=verify,
         )
 
-    async def send(self, spec: RequestSpec) -> Response:
+    async def send(
+        self, url: str, body: dict[str, Any], headers: dict[str, str]
+    ) -> Response:
         client = self._client
-        request = client.build_request(
-            "POST", spec.url, json=spec.body(), headers=spec.headers()
-        )
+        request = client.build_request("POST", url, json=body, headers=headers)
         try:
             inner = await client.send(request, stream=True)
         except httpx2.TransportError as exc:

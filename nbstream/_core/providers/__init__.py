@@ -9,6 +9,7 @@ reading of error bodies, a non-streamed answer, and the history messages sent ba
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..events import Event
@@ -16,7 +17,7 @@ from ..secrets import Scrubber
 from ..sse import ServerSentEvent
 
 if TYPE_CHECKING:
-    from ..transcript import Api, Transcript, Turn
+    from ..transcript import Api, Turn
 
 __all__ = [
     "MAX_CHOICES",
@@ -71,8 +72,11 @@ class Provider(Protocol):
     def reply_message(self, turn: Turn) -> dict[str, Any] | None: ...
 
     def history(
-        self, transcript: Transcript, *, include_system: bool = True
-    ) -> list[dict[str, Any]]: ...
+        self, turns: Sequence[Turn], system: str | None = None
+    ) -> list[dict[str, Any]]:
+        """The messages of ``turns`` to send again, in this format (with ``system``
+        first where the format takes it as a message)."""
+        ...
 
 
 def provider_for(api: Api) -> Provider:
@@ -99,11 +103,11 @@ def split_system(
     return ("\n\n".join(parts) if parts else None), rest
 
 
-def history_turns(transcript: Transcript) -> list[Turn]:
+def history_turns(turns: Sequence[Turn]) -> list[Turn]:
     """The turns that go into the history: failed ones are left out entirely (a retried
     question is not sent twice); stopped and incomplete ones go in with their partial
     reply."""
-    return [t for t in transcript.turns if t.status not in ("error", "streaming")]
+    return [t for t in turns if t.status not in ("error", "streaming")]
 
 
 def clip(scrubber: Scrubber | None, text: str, limit: int = 120) -> str:

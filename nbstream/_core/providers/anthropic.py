@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..events import (
@@ -25,7 +26,7 @@ from . import clip, history_turns, quote, split_system
 from ._shape import count, dict_at, int_at, str_at, wrong
 
 if TYPE_CHECKING:
-    from ..transcript import Api, Transcript, Turn
+    from ..transcript import Api, Turn
 
 __all__ = ["PROVIDER", "AnthropicProvider", "Parser", "normalize_usage"]
 
@@ -335,11 +336,11 @@ class AnthropicProvider:
         return {"role": "assistant", "content": blocks}
 
     def history(
-        self, transcript: Transcript, *, include_system: bool = True
+        self, turns: Sequence[Turn], system: str | None = None
     ) -> list[dict[str, Any]]:
         # the system prompt is a separate parameter here, never a message
         out: list[dict[str, Any]] = []
-        for turn in history_turns(transcript):
+        for turn in history_turns(turns):
             out.extend(turn.request.messages)
             reply = self.reply_message(turn)
             if reply is not None:

@@ -4,6 +4,7 @@ OpenRouter, Groq, Mistral, DeepSeek, Together …)."""
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..events import (
@@ -26,7 +27,7 @@ from . import MAX_CHOICES, clip, history_turns, quote, split_system
 from ._shape import count, dict_at, str_at, wrong
 
 if TYPE_CHECKING:
-    from ..transcript import Api, Transcript, Turn
+    from ..transcript import Api, Turn
 
 __all__ = ["PROVIDER", "OpenAIProvider", "Parser", "normalize_usage"]
 
@@ -375,12 +376,12 @@ class OpenAIProvider:
         return msg
 
     def history(
-        self, transcript: Transcript, *, include_system: bool = True
+        self, turns: Sequence[Turn], system: str | None = None
     ) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
-        if include_system and transcript.system:
-            out.append({"role": "system", "content": transcript.system})
-        for turn in history_turns(transcript):
+        if system:
+            out.append({"role": "system", "content": system})
+        for turn in history_turns(turns):
             out.extend(turn.request.messages)
             reply = self.reply_message(turn)
             if reply is not None:
