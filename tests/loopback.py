@@ -160,6 +160,62 @@ def openai_chunks(
     return out
 
 
+def anthropic_chunks(
+    words: list[str],
+    *,
+    stop: str | None = "end_turn",
+    usage: dict[str, int] | None = None,
+    done: bool = True,
+    model: str = "test-model",
+) -> list[str]:
+    """The ``data:`` payloads of an Anthropic Messages stream that says ``words``."""
+    out = [
+        json.dumps(
+            {
+                "type": "message_start",
+                "message": {
+                    "id": "msg_test",
+                    "model": model,
+                    "usage": {"input_tokens": (usage or {}).get("input_tokens", 5)},
+                },
+            }
+        ),
+        json.dumps(
+            {
+                "type": "content_block_start",
+                "index": 0,
+                "content_block": {"type": "text", "text": ""},
+            }
+        ),
+    ]
+    for w in words:
+        out.append(
+            json.dumps(
+                {
+                    "type": "content_block_delta",
+                    "index": 0,
+                    "delta": {"type": "text_delta", "text": w},
+                }
+            )
+        )
+    if stop:
+        out.append(json.dumps({"type": "content_block_stop", "index": 0}))
+        out.append(
+            json.dumps(
+                {
+                    "type": "message_delta",
+                    "delta": {"stop_reason": stop},
+                    "usage": {
+                        "output_tokens": (usage or {}).get("output_tokens", len(words))
+                    },
+                }
+            )
+        )
+    if done:
+        out.append(json.dumps({"type": "message_stop"}))
+    return out
+
+
 class LoopbackServer:
     """``with LoopbackServer() as srv: srv.enqueue(Reply.sse(...)); srv.base_url``"""
 
