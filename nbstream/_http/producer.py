@@ -15,25 +15,22 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
 
 from .._core.errors import (
     APIConnectionError,
-    APIStatusError,
-    APITimeoutError,
     InternalError,
     NbstreamError,
     NotAStreamError,
     ProviderStreamError,
-    TimeoutPhase,
 )
 from .._core.events import Event
 from .._core.pipeline import Pipeline
 from .._core.providers import clip
 from .._core.transcript import ErrorInfo, Status, Turn
+from .failures import send_failed, status_error, timeout
 from .hooks import Hooks
 from .request import ERROR_BODY_LIMIT, MAX_RETRY_WAIT, RequestSpec
-from .retry import retry_after, retry_delay, should_retry, times
+from .retry import retry_after, retry_delay, should_retry
 from .transport import HTTP, Response, TransportFailure
 from .watchdog import Watchdog
 
@@ -166,7 +163,7 @@ class Producer:
                     break
                 except asyncio.CancelledError:
                     if dog.fired():  # our own timer, not a Stop
-                        raise self._timeout(dog.phase) from None
+                        raise timeout(self.spec, dog.phase) from None
                     raise
                 events = pipe.feed(chunk, perf() - t0)
                 dog.data(metrics.deltas)
@@ -228,23 +225,6 @@ class Producer:
         self.turn.status = "error"
         self._end("error")
 
-    def _timeout(self, phase: TimeoutPhase) -> APITimeoutError:
-        what = {
-            "first_byte": "the first byte of the answer",
-            "first_token": "the first piece of the reply (only keep-alive comments "
-            "came)",
-            "idle": "the next piece of the reply",
-            "total": "the whole reply",
-        }.get(phase, phase)
-        limit = getattr(self.spec.timeouts, phase)
-        return APITimeoutError(
-            f"No answer from {self.spec.base_url} within {limit:g} s while waiting "
-            f"for {what}. The partial reply is kept. If the model is just slow, raise "
-            f"the limit: Client(timeout=Timeouts({phase}=...)).",
-            phase=phase,
-            turn=self.turn,
-        )
-
     # -- sending, with retries ------------------------------------------------------------
     async def _open(self) -> Response:
         spec, turn = self.spec, self.turn
@@ -261,9 +241,9 @@ class Producer:
                 async with asyncio.timeout(first):
                     response = await self.http.send(spec.url, payload, headers)
             except TimeoutError:
-                raise self._timeout("first_byte") from None
+                raise timeout(spec, "first_byte") from None
             except TransportFailure as exc:
-                error = self._send_failed(exc, attempt)
+                error = send_failed(spec, exc, attempt, self.http.max_connections)
             else:
                 status = response.status
                 self.hooks.response(status, response.headers)
@@ -281,7 +261,15 @@ class Producer:
                     )
                     continue
                 after = retry_after(response.headers, time.time())
-                error = self._status_error(response, body, attempt, after)
+                error = status_error(
+                    spec,
+                    status,
+                    response.reason,
+                    response.headers,
+                    body,
+                    attempt,
+                    after,
+                )
                 if not should_retry(status, response.headers.get("x-should-retry")):
                     raise error
             if attempt > spec.max_retries:
@@ -294,34 +282,6 @@ class Producer:
 
     def _scrubbed_body(self, body: bytes) -> str:
         return self.spec.scrub(body.decode("utf-8", "replace"))
-
-    def _send_failed(self, exc: TransportFailure, attempt: int) -> NbstreamError:
-        s = self.spec.settings
-        t = self.spec.timeouts
-        if exc.kind == "connect_timeout":
-            return APITimeoutError(
-                f"Could not connect to {s.base_url} within {t.connect} s (tried "
-                f"{times(attempt)}). Check the base URL (from {s.source}) and your "
-                "network.",
-                phase="connect",
-            )
-        if exc.kind == "pool_timeout":
-            return APITimeoutError(
-                f"All {self.http.max_connections} connections of this client to "
-                f"{s.base_url} stayed busy for {t.connect} s. Allow more at once "
-                "(Client(max_connections=...)), or send fewer requests at a time.",
-                phase="pool",
-            )
-        hint = (
-            "Start the local model with `python -m nbstream.local`, or point nbstream "
-            "at a server: NBSTREAM_BASE_URL / OPENAI_API_KEY / ANTHROPIC_API_KEY."
-            if "local-model default" in s.source
-            else f"Is the server running? Check the base URL (from {s.source})."
-        )
-        return APIConnectionError(
-            f"Could not connect to {s.base_url} ({self._clip(exc.detail, 300)}; tried "
-            f"{times(attempt)}). {hint}"
-        )
 
     async def _check_stream(self, response: Response) -> None:
         """A stream goes on to ``_read``; a whole JSON answer is taken here (then
@@ -349,70 +309,3 @@ class Producer:
 
     def _quote(self, body: bytes) -> str:
         return repr(self._clip(body.decode("utf-8", "replace"), 300))
-
-    def _status_error(
-        self, response: Response, body: str, attempt: int, after: float | None
-    ) -> APIStatusError:
-        spec, status = self.spec, response.status
-        try:
-            parsed: Any = json.loads(body)
-        except ValueError:
-            parsed = None
-        msg, etype, _code = (
-            spec.provider.error_details(parsed)
-            if parsed is not None
-            else (None, None, None)
-        )
-        headers = response.headers
-        request_id = (
-            headers.get("x-request-id")
-            or headers.get("request-id")
-            or (parsed.get("request_id") if isinstance(parsed, dict) else None)
-        )
-        request_id = self._clip(str(request_id), 200) if request_id else None
-        provider_msg = self._clip(msg or body.strip(), 500) or None
-        hint = _status_hint(status, spec, after, attempt)
-        model = (
-            f" for model {spec.settings.model!r}" if status in (400, 404, 422) else ""
-        )
-        text = (
-            f"{spec.base_url} answered HTTP {status} {response.reason}{model}: "
-            f"{(provider_msg or '(no message)').rstrip('. ')}"
-            f"{' [request id ' + request_id + ']' if request_id else ''}. {hint}"
-        )
-        return APIStatusError(
-            text,
-            status_code=status,
-            provider_message=provider_msg,
-            request_id=request_id,
-            retry_after=after,
-            error_type=etype,
-            body=body,
-        )
-
-
-def _status_hint(
-    status: int, spec: RequestSpec, after: float | None, attempt: int
-) -> str:
-    settings = spec.settings
-    if status in (401, 403):
-        withheld = settings.withheld_key
-        if withheld and settings.api_key is None:
-            return (
-                f"{withheld} is set, but nbstream sends it only to its own provider, "
-                f"not to {settings.base_url}: for this server set NBSTREAM_API_KEY "
-                "or pass api_key=..."
-            )
-        var = "ANTHROPIC_API_KEY" if spec.api == "anthropic" else "OPENAI_API_KEY"
-        return (
-            "Check the API key: pass api_key=..., or set NBSTREAM_API_KEY or "
-            f"{var}{'' if settings.api_key else ' (none is set)'}."
-        )
-    if status == 404:
-        return "Check the model name and the base URL (it usually ends in /v1)."
-    if status == 429:
-        wait = f"retry after {after:g} s" if after is not None else "wait"
-        return f"Rate limited (tried {times(attempt)}): {wait}, or send fewer requests."
-    if status >= 500:
-        return f"The server failed (tried {times(attempt)}); try again later."
-    return "The provider's message says what to change in the request."
