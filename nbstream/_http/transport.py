@@ -33,7 +33,7 @@ from .settings import Timeouts
 
 __all__ = ["HTTP", "SLICE", "Response", "TransportFailure"]
 
-SLICE = 64 * 1024  # the most body bytes handed on in one step
+SLICE = 16 * 1024  # the most body bytes handed on in one step (~2 ms of events)
 DRAIN_S = 0.1  # after the end of a reply: read what is left this long, to keep the
 DRAIN_BYTES = 64 * 1024  # connection for the next request; then close it
 
