@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..events import Done, Event
+from ..messages import image, neutral_calls, text_of
 from ..secrets import Scrubber
 from . import history_turns, split_system
 from ._anthropic_stream import Parser, error_details
@@ -45,7 +47,7 @@ class AnthropicProvider:
         sys_text, rest = split_system(messages, system)
         body: dict[str, Any] = {
             "model": model,
-            "messages": rest,
+            "messages": wire(rest),
             "max_tokens": DEFAULT_MAX_TOKENS,
         }
         if sys_text:
@@ -123,6 +125,84 @@ class AnthropicProvider:
             if reply is not None:
                 out.append(reply)
         return out
+
+
+def wire(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Neutral messages in Messages form: tool results become ``tool_result`` blocks of
+    one user message (consecutive results together), tool calls ``tool_use`` blocks,
+    images ``image`` blocks. Messages already in this form pass as they are."""
+    out: list[dict[str, Any]] = []
+    for m in messages:
+        role, content = m.get("role"), m.get("content")
+        if role == "tool":
+            block = {
+                "type": "tool_result",
+                "tool_use_id": m.get("tool_call_id", ""),
+                "content": content if isinstance(content, str) else text_of(content),
+            }
+            if m.get("is_error"):
+                block["is_error"] = True
+            last = out[-1] if out else None
+            if (
+                last is not None
+                and last["role"] == "user"
+                and isinstance(last["content"], list)
+                and all(b.get("type") == "tool_result" for b in last["content"])
+            ):
+                last["content"].append(block)
+            else:
+                out.append({"role": "user", "content": [block]})
+            continue
+        if role == "assistant" and m.get("tool_calls"):
+            blocks: list[dict[str, Any]] = []
+            text = content if isinstance(content, str) else text_of(content)
+            if text:
+                blocks.append({"type": "text", "text": text})
+            for c in neutral_calls(m["tool_calls"]):
+                try:
+                    args = json.loads(c["arguments"] or "{}")
+                except ValueError:
+                    args = {}
+                blocks.append(
+                    {
+                        "type": "tool_use",
+                        "id": c["id"],
+                        "name": c["name"],
+                        "input": args,
+                    }
+                )
+            out.append({"role": "assistant", "content": blocks})
+            continue
+        if isinstance(content, list):
+            m = {**m, "content": [_part(p) for p in content]}
+        out.append(
+            {k: v for k, v in m.items() if k in ("role", "content")}
+            if role in ("user", "assistant")
+            else m
+        )
+    return out
+
+
+def _part(p: Any) -> Any:
+    if isinstance(p, dict) and p.get("type") == "image_url":  # OpenAI's own form
+        url = (p.get("image_url") or {}).get("url", "")
+        if isinstance(url, str) and url.startswith("data:") and ";base64," in url:
+            kind, b64 = url[5:].split(";base64,", 1)
+            return {
+                "type": "image",
+                "source": {"type": "base64", "media_type": kind, "data": b64},
+            }
+        return {"type": "image", "source": {"type": "url", "url": url}}
+    img = image(p) if isinstance(p, dict) else None
+    if img is None:
+        return p
+    media, data, link = img
+    if data is not None:
+        return {
+            "type": "image",
+            "source": {"type": "base64", "media_type": media, "data": data},
+        }
+    return {"type": "image", "source": {"type": "url", "url": link}}
 
 
 PROVIDER = AnthropicProvider()

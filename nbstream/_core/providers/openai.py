@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..events import Done, Event
+from ..messages import image, neutral_calls, text_of
 from ..secrets import Scrubber
 from . import history_turns, split_system
 from ._openai_stream import Parser, error_details
@@ -39,7 +40,9 @@ class OpenAIProvider:
         stream_options: bool = True,
     ) -> dict[str, Any]:
         sys_text, rest = split_system(messages, system)
-        msgs = ([{"role": "system", "content": sys_text}] if sys_text else []) + rest
+        msgs = ([{"role": "system", "content": sys_text}] if sys_text else []) + [
+            _wire(m) for m in rest
+        ]
         body: dict[str, Any] = {
             "model": model,
             "messages": msgs,
@@ -105,6 +108,44 @@ class OpenAIProvider:
             if reply is not None:
                 out.append(reply)
         return out
+
+
+def _wire(m: dict[str, Any]) -> dict[str, Any]:
+    """A neutral message in chat-completions form (others pass as they are)."""
+    role, content = m.get("role"), m.get("content")
+    if role == "tool":
+        text = content if isinstance(content, str) else text_of(content)
+        if m.get("is_error"):
+            text = f"Error: {text}"
+        return {
+            "role": "tool",
+            "tool_call_id": m.get("tool_call_id", ""),
+            "content": text,
+        }
+    out = dict(m)
+    if isinstance(content, list):
+        out["content"] = [_part(p) for p in content]
+    if role == "assistant" and m.get("tool_calls"):
+        out["tool_calls"] = [
+            {
+                "id": c["id"],
+                "type": "function",
+                "function": {"name": c["name"], "arguments": c["arguments"]},
+            }
+            for c in neutral_calls(m["tool_calls"])
+        ]
+    return out
+
+
+def _part(p: Any) -> Any:
+    img = image(p) if isinstance(p, dict) else None
+    if img is None:
+        return p
+    media, data, url = img
+    return {
+        "type": "image_url",
+        "image_url": {"url": url if url else f"data:{media};base64,{data}"},
+    }
 
 
 def _indexed(message: Any) -> Any:
