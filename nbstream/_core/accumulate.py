@@ -55,6 +55,15 @@ class Accumulator:
     def apply(self, ev: Event, now: float) -> None:
         """Apply one event that arrived ``now`` seconds after the request was sent."""
         turn = self.turn
+        if type(ev) is TextDelta:  # most events: inlined (~1 µs a token less)
+            choices, at = turn.choices, ev.choice
+            (choices[at] if at < len(choices) else turn.choice(at)).add_text(ev.text)
+            m = self._metrics
+            if m.ttft_s is None:
+                m.ttft_s = now
+            m.deltas += 1
+            self._arrivals.append(now)
+            return
         match ev:
             case TextDelta(text=text, choice=ci):
                 turn.choice(ci).add_text(text)

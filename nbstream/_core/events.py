@@ -1,7 +1,12 @@
 """Neutral stream events: what every provider's stream is turned into.
 
-Each event is a small frozen dataclass with a ``type`` discriminator, so consumers can
+Each event is a small slotted dataclass with a ``type`` discriminator, so consumers can
 ``match`` on them. They carry deltas only; the accumulator builds the ``Turn``.
+
+Events are values: to change one (a middleware does), make a new one
+(``dataclasses.replace``); never change one in place. They are not frozen because a
+frozen dataclass costs three times as much to build (0.6 µs against 0.2 µs here), and a
+reply is one event per token.
 
 >>> TextDelta("Hel").text
 'Hel'
@@ -50,7 +55,7 @@ class Usage:
     raw: dict[str, Any] = field(default_factory=dict, compare=False)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class TextDelta:
     """A piece of the reply's text."""
 
@@ -59,7 +64,7 @@ class TextDelta:
     type: Literal["text"] = "text"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ReasoningDelta:
     """A piece of the model's reasoning (thinking) text."""
 
@@ -68,7 +73,7 @@ class ReasoningDelta:
     type: Literal["reasoning"] = "reasoning"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RefusalDelta:
     """A piece of a refusal (OpenAI's ``delta.refusal``)."""
 
@@ -77,7 +82,7 @@ class RefusalDelta:
     type: Literal["refusal"] = "refusal"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ToolCallDelta:
     """A piece of a tool call, keyed by ``index``; ``id`` and ``name`` may repeat."""
 
@@ -89,7 +94,7 @@ class ToolCallDelta:
     type: Literal["tool_call"] = "tool_call"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ToolCallEnd:
     """The tool call at ``index`` is complete (Anthropic ``content_block_stop``)."""
 
@@ -106,7 +111,7 @@ class UsageEvent:
     type: Literal["usage"] = "usage"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Finish:
     """The choice finished, with the provider's reason (``stop``, ``length`` …)."""
 
@@ -115,7 +120,7 @@ class Finish:
     type: Literal["finish"] = "finish"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ErrorEvent:
     """The provider reported an error inside the stream."""
 
@@ -126,7 +131,7 @@ class ErrorEvent:
     type: Literal["error"] = "error"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Meta:
     """Anything else worth keeping on the turn: ids, model, logprobs, citations …
 
@@ -141,7 +146,7 @@ class Meta:
     type: Literal["meta"] = "meta"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class StreamWarning:
     """Something odd that did not stop the stream (a malformed chunk …)."""
 
@@ -149,7 +154,7 @@ class StreamWarning:
     type: Literal["warning"] = "warning"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class AttemptStart:
     """Another attempt takes over the reply (fallback or recovery).
 
@@ -168,7 +173,7 @@ class AttemptStart:
     type: Literal["attempt"] = "attempt"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Done:
     """The stream said it is over (``[DONE]`` or ``message_stop``)."""
 

@@ -118,8 +118,10 @@ class Pipeline:
         if self.raw_events is not None:
             self.raw_events.extend(sses)
         parse = self._parser.parse
-        out: list[Event] = []
         with turn._lock:
+            if len(sses) == 1 and not turn.done:  # one event per read: the usual case
+                return self._apply(parse(sses[0]), now)
+            out: list[Event] = []
             for sse in sses:
                 if turn.done:
                     self._after_end += 1

@@ -23,6 +23,7 @@ from ..events import (
 from ..secrets import Scrubber
 from ..sse import ServerSentEvent
 from . import clip, quote
+from ._json import loads
 from ._shape import count, dict_at, int_at, str_at, wrong
 
 __all__ = ["Parser", "error_details", "normalize_usage"]
@@ -81,7 +82,7 @@ class Parser:
 
     def parse(self, sse: ServerSentEvent) -> list[Event]:
         try:
-            obj = json.loads(sse.data)
+            obj = loads(sse.data)
         except ValueError:
             return [
                 StreamWarning(

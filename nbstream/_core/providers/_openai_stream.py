@@ -23,6 +23,7 @@ from ..events import (
 from ..secrets import Scrubber
 from ..sse import ServerSentEvent
 from . import MAX_CHOICES, clip, quote
+from ._json import loads
 from ._shape import count, dict_at, str_at, wrong
 
 __all__ = ["Parser", "error_details", "normalize_usage"]
@@ -72,7 +73,7 @@ class Parser:
         if data == "[DONE]":
             return [_DONE]
         try:
-            obj = json.loads(data)
+            obj = loads(data)
         except ValueError:
             return [
                 StreamWarning(
@@ -162,6 +163,10 @@ class Parser:
 
     def _delta(self, delta: dict[str, Any], ci: int, out: list[Event]) -> None:
         content = delta.get("content")
+        if len(delta) == 1 and type(content) is str:  # most chunks: only text
+            if content:
+                out.append(TextDelta(content, ci))
+            return
         if content:
             if type(content) is str:
                 out.append(TextDelta(content, ci))
