@@ -430,3 +430,22 @@ def test_a_conversation_goes_on_after_a_recovered_turn(server: LoopbackServer) -
         "role": "assistant",
         "content": STITCHED,
     }  # the stitched reply
+
+
+def test_the_magic_takes_a_model_list_and_a_recovery(
+    server: LoopbackServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from IPython.core.error import UsageError
+
+    from nbstream._notebook.magics import ChatMagics
+
+    monkeypatch.setenv("NBSTREAM_BASE_URL", server.base_url)
+    magics = ChatMagics(shell=None)
+    client = magics.client_for(magics.options("-m model-a,model-b --recover prefill"))
+    assert client.model == "model-a" and client.recover == "prefill"
+    assert [e.model for e in client.fallbacks] == ["model-b"]
+    server.enqueue(broken("openai", "drop"), answer("openai", MORE))
+    assert client.chat("Write the report").text == STITCHED
+    assert sent(server, 1)["model"] == "model-b"
+    with pytest.raises(UsageError, match="empty model name"):
+        magics.client_for(magics.options("-m model-a,"))

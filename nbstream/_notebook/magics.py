@@ -83,6 +83,7 @@ class _Options:
     background: bool
     record: str | None
     replay: str | None
+    recover: str | None
 
 
 @magics_class
@@ -124,6 +125,12 @@ class ChatMagics(Magics):
     background = Bool(False, help="Return at once and stream in the background.").tag(
         config=True
     )
+    recover = Unicode(
+        None,
+        allow_none=True,
+        help="How a fallback model takes over a reply that broke after it started: "
+        "'restart', 'prefill' or 'user_turn' (default: keep the partial reply).",
+    ).tag(config=True)
 
     def __init__(self, shell: InteractiveShell | None = None, **kw: Any) -> None:
         super().__init__(shell=shell, **kw)
@@ -135,7 +142,16 @@ class ChatMagics(Magics):
 
     # -- the magics -----------------------------------------------------------------
     @magic_arguments()
-    @argument("-m", "--model", help="Model name.")
+    @argument(
+        "-m",
+        "--model",
+        help="Model name; several, comma-separated, are tried in order (fallbacks).",
+    )
+    @argument(
+        "--recover",
+        choices=["restart", "prefill", "user_turn"],
+        help="When a reply breaks after it started: how the next model takes over.",
+    )
     @argument(
         "-a", "--api", help="'openai' (chat completions) or 'anthropic' (messages)."
     )
@@ -275,14 +291,31 @@ class ChatMagics(Magics):
 
     def client_for(self, opts: _Options) -> Client:
         base_url = opts.base_url or self.base_url
-        model = opts.model or self.model
+        models = [m.strip() for m in (opts.model or self.model or "").split(",")]
+        if len(models) > 1 and not all(models):
+            raise UsageError(
+                f"-m {opts.model!r} has an empty model name: list models separated by "
+                "commas, e.g. -m gpt-4o-mini,llama3."
+            )
+        model, fallbacks = (models[0] or None), models[1:]
+        recover = opts.recover or self.recover
         api = opts.api or self.api
         timeout = opts.timeout if opts.timeout is not None else self.timeout
         # %env changes between cells count too (a hash: no key kept in plain text here)
         env = hash(
             tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith(_ENV)))
         )
-        key = (base_url, model, api, timeout, opts.record, opts.replay, env)
+        key = (
+            base_url,
+            model,
+            tuple(fallbacks),
+            recover,
+            api,
+            timeout,
+            opts.record,
+            opts.replay,
+            env,
+        )
         client = self._clients.get(key)
         if client is not None:
             self._clients.move_to_end(key)
@@ -297,6 +330,8 @@ class ChatMagics(Magics):
                     else None,
                     record=opts.record,
                     replay=opts.replay,
+                    fallbacks=fallbacks,
+                    recover=recover,
                 )
             except (ConfigurationError, ReplayError) as exc:
                 raise UsageError(str(exc)) from None
@@ -583,8 +618,9 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
 
 _HELP = """\
 %%chat [options]      send the cell to the model; the reply streams into the output
-  -m MODEL  -a openai|anthropic  -u BASE_URL  -s SYSTEM  -t TEMPERATURE  --max-tokens N
-  --timeout SECONDS  -c NAME (conversation)  -o VAR (store the Turn)  -i (fill {name})
+  -m MODEL[,FALLBACK,…]  --recover restart|prefill|user_turn  -a openai|anthropic
+  -u BASE_URL  -s SYSTEM  -t TEMPERATURE  --max-tokens N  --timeout SECONDS
+  -c NAME (conversation)  -o VAR (store the Turn)  -i (fill {name})
   --new (fresh conversation)  -b/--background
 %chat history [NAME] | clear [NAME] | config | stop | list | help
 nbstream.conversation(NAME).transcript holds every turn (to_pandas(), save(), …)."""

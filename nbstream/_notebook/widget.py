@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import anywidget
@@ -96,18 +96,30 @@ class ChatWidget(anywidget.AnyWidget):
 
     def __init__(
         self,
-        model: str | None = None,
+        model: str | Sequence[str | Client] | None = None,
         system: str | None = None,
         *,
         base_url: str | None = None,
         api: str | None = None,
         client: Client | None = None,
         conversation: Conversation | None = None,
+        recover: str | None = None,
         **params: Any,
     ) -> None:
+        r"""``model`` may be a list: the first is asked, the others take over in turn
+        when it fails (model names on the same server, or other ``Client``\ s);
+        ``recover`` says how one takes over a reply that broke after it started
+        (``restart``, ``prefill``, ``user_turn``)."""
         if conversation is None:
             if client is None:
-                client = Client(base_url=base_url, model=model, api=api)
+                asked, fallbacks = _models(model)
+                client = Client(
+                    base_url=base_url,
+                    model=asked,
+                    api=api,
+                    fallbacks=fallbacks,
+                    recover=recover,
+                )
             conversation = Conversation(client, system=system, **params)
         self.conversation = conversation
         first = self._derive([])
@@ -336,6 +348,20 @@ def _changes(
         "count": count,
         "upsert": upsert,
     }
+
+
+def _models(
+    model: str | Sequence[str | Client] | None,
+) -> tuple[str | None, list[str | Client]]:
+    if model is None or isinstance(model, str):
+        return model, []
+    items = list(model)
+    if not items or not isinstance(items[0], str):
+        raise ValueError(
+            "ChatWidget(model=[...]) starts with a model name, e.g. "
+            "model=['gpt-4o-mini', 'gpt-4.1-mini', other_client]."
+        )
+    return items[0], items[1:]
 
 
 def _totals(transcript: Transcript) -> dict[str, Any]:
