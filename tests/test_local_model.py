@@ -125,3 +125,55 @@ def test_missing_extra_says_how_to_install(tmp_path: Path) -> None:
 def test_start_error_is_clear_when_the_model_file_is_missing(tmp_path: Path) -> None:
     with pytest.raises(LocalModelError, match=r"did not answer|exited"):
         start(port=0, model=tmp_path / "missing.gguf", ready_timeout=30)
+
+
+def test_a_second_real_model_continues_a_reply_the_first_broke_off(
+    local: LocalServer, cache_dir: Path
+) -> None:
+    """Two llama.cpp servers (SmolLM2, one thread each). The first is killed in the
+    middle of a reply; the second continues it with ``prefill``.
+
+    What llama-cpp-python's server does with a trailing assistant message (recorded
+    here, not wished for): its chat template closes that message and opens a new
+    assistant turn, so the model does not continue mid-word; SmolLM2 then often
+    starts by restating the unfinished last word, which the stitching drops.
+    """
+    second = start(port=0, log=cache_dir / "llama-server-2.log")
+    first = start(port=0, log=cache_dir / "llama-server-3.log")
+    try:
+        assert first.process is not None and second.process is not None
+        backup = Client(base_url=second.base_url, model=LOCAL_MODEL)
+        client = Client(
+            base_url=first.base_url,
+            model=LOCAL_MODEL,
+            fallbacks=[backup],
+            recover="prefill",
+        )
+        prompt = "Write a long story about a cat who travels the world."
+        killed: list[str] = []
+        with client.stream(prompt, max_tokens=120, temperature=0) as s:
+            for _ in s:
+                if not killed and len(s.turn.text) > 80:
+                    killed.append(s.turn.text)
+                    first.process.kill()  # SIGKILL: the connection drops mid-reply
+        turn = s.turn
+        assert killed, "the first server never got going"
+        assert turn.status == "complete" and turn.recovered
+        a, b = turn.attempts
+        assert a.base_url == first.base_url and a.status == "error"
+        assert a.error is not None and a.error.kind == "APIConnectionError"
+        assert b.base_url == second.base_url and b.strategy == "prefill"
+        assert b.status == "complete" and b.text
+        # nothing the first model wrote is lost, and the second one's part follows it
+        assert turn.text.startswith(a.text) and killed[0].startswith(a.text[:60])
+        assert len(turn.text) > len(a.text)
+        assert b.span == (len(a.text), len(turn.text))
+        # what the second server was sent: the question, then the partial reply
+        from nbstream import Transcript
+
+        saved = Transcript.from_json(Transcript([turn]).to_json()).turns[0]
+        assert [x.base_url for x in saved.attempts] == [first.base_url, second.base_url]
+        assert saved.text == turn.text
+    finally:
+        first.stop()
+        second.stop()

@@ -3,9 +3,9 @@ join what it writes to what was already there. Pure: no I/O, no clock.
 
 >>> decide("APIConnectionError", None, had_output=True, recover="prefill", more=True)
 Decision(go=True, strategy='prefill', why='')
->>> s = Stitcher("The quick brown fox ju")
->>> s.feed("fox jumps over the lazy dog.") + s.flush()
-'mps over the lazy dog.'
+>>> s = Stitcher("The quick brown fox jumps ov")
+>>> s.feed("brown fox jumps over the lazy dog.") + s.flush()
+'er the lazy dog.'
 """
 
 from __future__ import annotations
@@ -131,16 +131,28 @@ def continuation(
 
 
 class Stitcher:
-    """Joins a continuation to the reply it continues. A model asked to continue often
-    restates the last words first: the longest such overlap (at least
-    ``MIN_OVERLAP`` characters) is dropped. The first ``HOLD`` characters are held back
-    until the overlap is known, so the live view never has to take text back.
+    """Joins a continuation to the reply it continues, dropping what the continuation
+    restates:
+
+    - the last words again: the longest overlap of at least ``MIN_OVERLAP`` characters
+      between the end of the reply and the start of the continuation;
+    - the reply's unfinished last word again (a model asked to continue "named Lun"
+      often starts its message with "Lun, …"), when it is at least 3 characters;
+    - the whole reply again, word for word (a model that starts over): dropped once the
+      continuation has gone past it.
+
+    And where a model starts a new sentence instead of finishing the last one ("…on
+    the" + "Luna was …"), a space keeps the two words apart.
+
+    What is held back while this is decided (at most ``HOLD`` characters, or the
+    length of the reply while the continuation repeats it) is released as soon as it
+    is known, so the live view never has to take text back.
     """
 
-    __slots__ = ("_buf", "_done", "_tail")
+    __slots__ = ("_before", "_buf", "_done")
 
     def __init__(self, before: str) -> None:
-        self._tail = before[-HOLD:]
+        self._before = before
         self._buf: list[str] = []
         self._done = False
 
@@ -148,7 +160,16 @@ class Stitcher:
         if self._done:
             return text
         self._buf.append(text)
-        if sum(map(len, self._buf)) < HOLD:
+        head = "".join(self._buf)
+        before = self._before
+        if len(before) >= MIN_OVERLAP:
+            if before.startswith(head) and len(head) < len(before):
+                return ""  # so far it repeats the reply from its start: wait
+            if head.startswith(before):  # it repeated the whole reply: drop that
+                self._done = True
+                self._buf.clear()
+                return head[len(before) :]
+        if len(head) < HOLD:
             return ""
         return self.flush()
 
@@ -158,10 +179,27 @@ class Stitcher:
         self._done = True
         head = "".join(self._buf)
         self._buf.clear()
-        tail = self._tail
-        if tail.endswith((" ", "\t")) and head.startswith(" "):
-            head = head[1:]  # the separator is there already
-        for k in range(min(len(tail), len(head)), MIN_OVERLAP - 1, -1):
-            if tail.endswith(head[:k]):
-                return head[k:]
-        return head
+        return _trim(self._before, head)
+
+
+_WORD_END = re.compile(r"\w{3,40}$")
+
+
+def _trim(before: str, head: str) -> str:
+    tail = before[-HOLD:]
+    if tail.endswith((" ", "\t")) and head.startswith(" "):
+        head = head[1:]  # the separator is there already
+    for k in range(min(len(tail), len(head)), MIN_OVERLAP - 1, -1):
+        if tail.endswith(head[:k]):
+            return head[k:]
+    word = _WORD_END.search(tail)
+    if word is not None:
+        w = word.group()
+        for lead in (w, " " + w):
+            if head.startswith(lead) and not head[len(lead) : len(lead) + 1].isalnum():
+                return head[len(lead) :]
+    if tail[-1:].islower() and head[:1].isupper():
+        # a model that does not continue mid-sentence starts a new one ("…on the" +
+        # "Luna was …"): keep the words apart
+        return " " + head
+    return head
