@@ -96,6 +96,7 @@ function render({ model, el }) {
   }
 
   function fill(n, msg, text, reasoning, readout, streaming = false) {
+    const allowImages = !!model.get("allow_images");
     if (msg.role === "user") {
       n.body.textContent = text; // the user's own words, as typed
     } else {
@@ -103,10 +104,10 @@ function render({ model, el }) {
         n.md.reset();
         n.body.replaceChildren(h("p", { class: "nbs-note" }, "Stopped before the first token."));
       } else if (streaming) {
-        n.md.render(text); // only the last block is re-rendered while it streams
+        n.md.render(text, { allowImages }); // only the last block is re-rendered while it streams
       } else {
         n.md.reset();
-        n.body.innerHTML = renderMarkdown(text); // the whole text, once, at the end
+        n.body.innerHTML = renderMarkdown(text, { allowImages }); // the whole text, once, at the end
       }
       addCopyButtons(n.body);
       n.thinking.hidden = !reasoning;
@@ -139,7 +140,8 @@ function render({ model, el }) {
           true);
         n.key = "";
       } else {
-        const key = `${msg.status}|${msg.text.length}|${msg.error}|${msg.text.slice(-32)}`;
+        const key = `${msg.status}|${msg.text.length}|${msg.error}|${msg.text.slice(-32)}|` +
+          `${!!model.get("allow_images")}`;
         if (n.key !== key) {
           fill(n, msg, msg.text, msg.reasoning, msg.readout);
           n.key = key;
@@ -215,6 +217,7 @@ function render({ model, el }) {
     "change:status": onTraits,
     "change:totals": onTraits,
     "change:title": onTraits,
+    "change:allow_images": onTraits,
   });
 
   paint();

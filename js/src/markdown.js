@@ -1,46 +1,25 @@
-// Model output → safe HTML. Raw HTML in a reply is shown as text (escaped), never run;
-// what Markdown itself produces goes through DOMPurify, so `javascript:` links and the
-// like are dropped too.
-import { Marked } from "marked";
+// Model output → safe DOM. md.js turns Markdown into HTML in which model text is always
+// text (raw HTML escaped, links only http(s)/mailto, images as links unless allowed);
+// DOMPurify then cleans that HTML again, a second layer should md.js ever be wrong.
 import DOMPurify from "dompurify";
-// Code highlighting is optional: the chat panel installs highlight.js (src/highlight.js);
-// the %%chat reply view does not, which keeps its bundle (sent with every cell) small.
-let highlighter = null; // (code, lang) => html string, or null when lang is unknown
-export function setHighlighter(fn) {
-  highlighter = fn;
-}
+import { escapeHtml, md, setHighlighter } from "./md.js";
 
-const escapeHtml = (s) =>
-  s.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;").replace(/"/g, "&quot;");
-
-const marked = new Marked({
-  gfm: true,
-  breaks: false,
-  async: false,
-  renderer: {
-    html(token) {
-      return escapeHtml(token.text ?? token.raw ?? "");
-    },
-    code(token) {
-      const lang = (token.lang || "").trim().split(/\s+/)[0].toLowerCase();
-      const highlighted = lang && highlighter ? highlighter(token.text, lang) : null;
-      const body = highlighted ?? escapeHtml(token.text);
-      const cls = highlighted != null ? ` class="hljs language-${escapeHtml(lang)}"` : ' class="hljs"';
-      return `<pre><code${cls}>${body}</code></pre>\n`;
-    },
-  },
-});
+export { escapeHtml, setHighlighter };
 
 const PURIFY = {
   FORBID_TAGS: ["style", "form", "input", "button", "textarea", "select", "iframe", "object", "embed"],
   FORBID_ATTR: ["style"],
   ALLOW_DATA_ATTR: false,
+  ADD_ATTR: ["target"], // md.js sets it (with rel) on every link
+  // DOMPurify's own, with no scheme but these three (it tests every attribute's value
+  // with it: values with no scheme, "left" or "_blank", must pass)
+  ALLOWED_URI_REGEXP: /^(?:(?:https?|mailto):|[^a-z]|[a-z+.-]+(?:[^a-z+.\-:]|$))/i,
 };
 
 let hooked = false;
 function purifier() {
   if (!hooked) {
-    // links open in a new tab and never get the opener
+    // links open in a new tab and never get the opener (DOMPurify drops `target`)
     DOMPurify.addHook("afterSanitizeAttributes", (node) => {
       if (node.tagName === "A" && node.getAttribute("href")) {
         node.setAttribute("target", "_blank");
@@ -52,24 +31,55 @@ function purifier() {
   return DOMPurify;
 }
 
-export function renderMarkdown(src) {
-  const html = marked.parse(src ?? "");
-  return purifier().sanitize(html, PURIFY);
+const sanitize = (html) => purifier().sanitize(html, PURIFY);
+
+export function renderMarkdown(src, { allowImages = false } = {}) {
+  return sanitize(md.render(src ?? "", { allowImages: !!allowImages }));
 }
 
-// How much of `src` is complete top-level blocks: every block but the last one. Later
-// text cannot change a block once another block has started after it (a paragraph or a
-// list ends at a blank line followed by a new block; a fence or a table is the last block
-// until it is closed), so a live view renders that part once and keeps its DOM.
-// 0 when nothing is complete (or the lexer's pieces do not add up to the source).
+// The top-level blocks of parsed Markdown: [index of its first token, its first line].
+function topBlocks(tokens) {
+  const blocks = [];
+  for (let i = 0; i < tokens.length; i++) {
+    const t = tokens[i];
+    if (t.level === 0 && t.nesting !== -1 && t.map) blocks.push([i, t.map[0]]);
+  }
+  return blocks;
+}
+
+// Where line `n` of `src` starts (markdown-it counts \r\n, \r and \n as one line end),
+// or -1 when `src` has fewer lines.
+function lineStart(src, n) {
+  const re = /\r\n|\r|\n/g;
+  let at = 0;
+  for (let i = 0; i < n; i++) {
+    const m = re.exec(src);
+    if (!m) return -1;
+    at = m.index + m[0].length;
+  }
+  return at;
+}
+
+// The complete top-level blocks of `tokens` and how much of `src` they span, up to where
+// the first incomplete block starts. Later text cannot change a block once another has
+// started after it on a line of its own that has ended: a paragraph or a list ends at a
+// blank line followed by a new block; a fence or a table is the last block until it is
+// closed. The last block is never complete, nor the one before it while the last one's
+// first line is unfinished: "```" may still become "```js`x", which opens no fence and
+// so continues the paragraph before it.
+function split(src, tokens) {
+  const blocks = topBlocks(tokens);
+  let k = blocks.length - 1;
+  if (k >= 0 && lineStart(src, blocks[k][1] + 1) < 0) k--;
+  if (k < 1) return { index: 0, length: 0 };
+  const [index, line] = blocks[k];
+  return { index, length: lineStart(src, line) };
+}
+
+// How much of `src` is complete top-level blocks (see split); 0 when none is.
 export function completeBlocksLength(src) {
   src = src ?? "";
-  const tokens = marked.lexer(src);
-  let last = tokens.length - 1;
-  while (last >= 0 && tokens[last].type === "space") last--;
-  let head = "";
-  for (let i = 0; i < last; i++) head += tokens[i].raw;
-  return src.startsWith(head) ? head.length : 0;
+  return split(src, md.parse(src, {})).length;
 }
 
 const appendHtml = (el, html) => {
@@ -80,38 +90,51 @@ const appendHtml = (el, html) => {
   return nodes;
 };
 
-// A growing Markdown text rendered into `el`, re-rendering only its tail: the complete
-// blocks are parsed, sanitized and laid out once, so a frame's work stays the size of
-// the last block, not of the whole reply (a 20k-token reply re-rendered whole every
-// 50 ms spends ~15 ms per frame on layout alone). Same sanitizing as renderMarkdown.
-// Reference-style links defined in an earlier block resolve in the final full render.
+// A growing Markdown text rendered into `el`, re-rendering only its last block: the
+// complete blocks are parsed, sanitized and laid out once, so a frame's work stays the
+// size of the last block, not of the whole reply (a 20k-token reply re-rendered whole
+// every 50 ms spends ~15 ms per frame on layout alone). Same output as renderMarkdown:
+// link references defined in a block already shown carry over to the blocks after it;
+// a reference used before its definition resolves in the final full render.
 export class LiveMarkdown {
-  constructor(el) {
+  constructor(el, { allowImages = false } = {}) {
     this.el = el;
+    this.allowImages = !!allowImages;
     this.reset();
   }
 
   reset() {
     this.head = ""; // the text of the complete blocks already in the DOM
+    this.refs = {}; // the link references those blocks defined
     this.tail = []; // the nodes of the last block, replaced on every render
     this.started = false;
   }
 
-  render(text) {
+  render(text, { allowImages = this.allowImages } = {}) {
     text = text ?? "";
-    if (!this.started || !text.startsWith(this.head)) {
+    if (!this.started || !text.startsWith(this.head) || !!allowImages !== this.allowImages) {
       this.el.replaceChildren();
       this.reset();
+      this.allowImages = !!allowImages;
       this.started = true;
     }
     for (const node of this.tail) node.remove();
     const rest = text.slice(this.head.length);
-    const done = completeBlocksLength(rest);
-    if (done > 0) {
-      appendHtml(this.el, renderMarkdown(rest.slice(0, done)));
-      this.head += rest.slice(0, done);
+    const env = () => ({ allowImages: this.allowImages, references: { ...this.refs } });
+    const tokens = md.parse(rest, env());
+    const done = split(rest, tokens);
+    if (done.length > 0) {
+      // parsed again on their own, once: what they show and define does not depend on
+      // the text after them
+      const headEnv = env();
+      const head = rest.slice(0, done.length);
+      appendHtml(this.el, sanitize(md.renderer.render(md.parse(head, headEnv), md.options, headEnv)));
+      this.refs = headEnv.references ?? this.refs;
+      this.head += head;
     }
-    this.tail = appendHtml(this.el, renderMarkdown(rest.slice(done)));
+    const tailEnv = env();
+    const tail = md.renderer.render(tokens.slice(done.index), md.options, tailEnv);
+    this.tail = appendHtml(this.el, sanitize(tail));
   }
 }
 
@@ -143,5 +166,3 @@ export function handleCopyClicks(container) {
   container.addEventListener("click", onClick);
   return () => container.removeEventListener("click", onClick);
 }
-
-export { escapeHtml };

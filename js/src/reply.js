@@ -13,8 +13,9 @@ function el(tag, attrs = {}, ...children) {
 }
 
 // It exists only while the reply streams: when the turn ends, the kernel replaces the
-// cell's output with plain Markdown (text, error, readout) and closes this widget. So it
-// has no state of its own to show: everything arrives as deltas or a snapshot.
+// cell's output with static HTML (text, error, readout), rendered from the same Markdown
+// by the same rules (md.js; markdown-it-py in the kernel), and closes this widget. Its
+// one trait says whether images may load; the text arrives as deltas or a snapshot.
 function render({ model, el: host }) {
   const stream = new TextStream();
   const thinkingBody = el("div", { class: "nbs-thinking-body" });
@@ -31,7 +32,7 @@ function render({ model, el: host }) {
   let live = {};
   const md = new LiveMarkdown(body); // redraws only the last block while streaming
   const paint = () => {
-    md.render(stream.text);
+    md.render(stream.text, { allowImages: !!model.get("allow_images") });
     addCopyButtons(body);
     if (stream.reasoning) {
       thinking.hidden = false;

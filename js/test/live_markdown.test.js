@@ -25,8 +25,16 @@ const full = (text) => {
 describe("completeBlocksLength", () => {
   it("counts every block but the last", () => {
     expect(completeBlocksLength("one")).toBe(0);
-    expect(completeBlocksLength("one\n\ntwo")).toBe("one\n\n".length);
-    expect(completeBlocksLength("# T\n\npara\n\nmore")).toBe("# T\n\npara\n\n".length);
+    expect(completeBlocksLength("one\n\ntwo\n")).toBe("one\n\n".length);
+    expect(completeBlocksLength("# T\n\npara\n\nmore\n")).toBe("# T\n\npara\n\n".length);
+    expect(completeBlocksLength("one\r\n\r\ntwo\r")).toBe("one\r\n\r\n".length);
+  });
+
+  it("and not the one before the last while the last one's first line is unfinished", () => {
+    // "```" may still become "```js`x", which opens no fence: the paragraph goes on
+    expect(completeBlocksLength("# T\n\npara\n```")).toBe("# T\n\n".length);
+    expect(completeBlocksLength("para\n```\n")).toBe("para\n".length);
+    expect(completeBlocksLength("one\n\ntwo")).toBe(0);
   });
 
   it("keeps an open fence, a growing list and a table in the tail", () => {
@@ -54,7 +62,7 @@ describe("LiveMarkdown", () => {
   it("keeps the DOM of complete blocks and replaces only the tail", () => {
     const el = document.createElement("div");
     const md = new LiveMarkdown(el);
-    md.render("first paragraph\n\nsecond");
+    md.render("first paragraph\n\nsecond\n");
     const first = el.querySelector("p");
     md.render("first paragraph\n\nsecond, longer\n\nthird");
     expect(el.querySelector("p")).toBe(first);
