@@ -31,10 +31,12 @@ Prints a markdown table and a breakdown of nbstream's bytes by message kind, and
 from __future__ import annotations
 
 import argparse
+import html
 import json
 import os
 import platform
 import random
+import re
 import sys
 import threading
 import time
@@ -323,13 +325,18 @@ def _peak(times: list[float], window: float = 1.0) -> int:
     return best
 
 
-def _final_markdown(recs: list[Rec], last_update: bytes | None) -> str:
+def _shown_words(html_text: str) -> str:
+    """The words an HTML output shows, one space between each."""
+    return " ".join(html.unescape(re.sub(r"<[^>]*>", " ", html_text)).split())
+
+
+def _final_html(recs: list[Rec], last_update: bytes | None) -> str:
     if last_update is not None:
-        return str(json.loads(last_update)["data"].get("text/markdown", ""))
+        return str(json.loads(last_update)["data"].get("text/html", ""))
     shown = [r for r in recs if r.type in ("display_data", "execute_result")]
     if not shown or shown[-1].content is None:
         return ""
-    return str(json.loads(shown[-1].content)["data"].get("text/markdown", ""))
+    return str(json.loads(shown[-1].content)["data"].get("text/html", ""))
 
 
 def measure(
@@ -362,9 +369,10 @@ def measure(
     checks: dict[str, Any] = {}
     errors = [json.loads(r.content) for r in recs if r.type == "error" and r.content]
     checks["error"] = errors[0]["ename"] if errors else None
-    md = _final_markdown(recs, kernel.tap.last_update.get(msg_id))
-    checks["final_markdown_has_text"] = text in md
-    complete = text in md and not errors
+    shown = _shown_words(_final_html(recs, kernel.tap.last_update.get(msg_id)))
+    has_text = " ".join(text.split()) in shown
+    checks["final_html_has_text"] = has_text
+    complete = has_text and not errors
     dropped = 0
 
     if strategy.startswith("nbstream live"):

@@ -80,7 +80,7 @@ def test_chat_magic_uses_the_local_model_with_nothing_configured(
         assert ex.reply is not None and ex.reply["status"] == "ok", ex.error
         d = deltas(ex)
         assert len(d.seqs) >= 1 and d.text.strip()  # streamed into the live view
-        md = ex.of_type("update_display_data")[-1].content["data"]["text/markdown"]
+        md = ex.of_type("update_display_data")[-1].content["data"]["text/html"]
         assert d.text.strip()[:20] in md
         assert "(estimated)" in md  # no usage from llama.cpp: marked as estimates
         status = kernel.eval(

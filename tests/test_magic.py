@@ -48,11 +48,21 @@ def words(n: int) -> list[str]:
     return [f" w{i}" for i in range(n)]
 
 
-def final_markdown(ex: Execution) -> str:
+def final_html(ex: Execution) -> str:
     updates = ex.of_type("update_display_data")
     if updates:
-        return str(updates[-1].content["data"]["text/markdown"])
-    return str(ex.displays()[-1]["data"]["text/markdown"])
+        return str(updates[-1].content["data"]["text/html"])
+    return str(ex.displays()[-1]["data"]["text/html"])
+
+
+def view_state(ex: Execution) -> dict[str, Any]:
+    """The state the ReplyView was created with (its comm_open)."""
+    for m in ex.messages:
+        if m.type == "comm_open":
+            state = m.content["data"].get("state", {})
+            if state.get("_anywidget_id", "").endswith("ReplyView"):
+                return dict(state)
+    raise AssertionError("no ReplyView was created")
 
 
 def last_turn(kernel: Kernel, conv: str) -> dict[str, Any]:
@@ -79,12 +89,13 @@ def test_reply_streams_live_into_the_cell(kernel: Kernel, srv: LoopbackServer) -
     assert d.first_at < seen.finished_at
     # coalesced: far fewer messages than tokens
     assert len(d.seqs) < 30
-    # the live view was replaced by Markdown that renders without a kernel
+    # the live view was replaced by HTML that shows without a kernel
     display_id = ex.displays()[0]["transient"]["display_id"]
     update = ex.of_type("update_display_data")[-1].content
     assert update["transient"]["display_id"] == display_id
-    md = update["data"]["text/markdown"]
-    assert text in md
+    assert set(update["data"]) == {"text/html", "text/plain"}
+    md = update["data"]["text/html"]
+    assert f"<p>{text.strip()}</p>" in md
     assert "complete" in md and "7 in" in md and "30 out tokens" in md
     assert "finish: stop" in md and "first token" in md
     assert "application/vnd.jupyter.widget-view+json" not in update["data"]
@@ -111,8 +122,8 @@ def test_stop_button_closes_the_connection_and_keeps_the_partial_reply(
     assert seen.client_closed_at - t_click < 1.0
     ex.wait(10)
     assert ex.error is None  # Stop is not an error: Run All goes on
-    md = final_markdown(ex)
-    assert " w0 w1 w2" in md and "cancelled" in md
+    md = final_html(ex)
+    assert "<p>w0 w1 w2</p>" in md and "cancelled" in md
     turn = last_turn(kernel, "stop")
     assert turn["status"] == "cancelled" and turn["text"] == " w0 w1 w2"
 
@@ -132,7 +143,7 @@ def test_interrupt_stops_the_reply_and_halts_the_cell(
     assert srv.wait_for(lambda: seen.client_closed_at is not None, 5)
     ex.wait(10)
     assert ex.error is not None and ex.error["ename"] == "KeyboardInterrupt"
-    assert " w0 w1" in final_markdown(ex)
+    assert "<p>w0 w1</p>" in final_html(ex)
     turn = last_turn(kernel, "intr")
     assert turn["status"] == "cancelled" and turn["text"] == " w0 w1"
 
@@ -322,9 +333,9 @@ def test_model_html_stays_text_in_the_final_output(
     payload = "<img src=x onerror=alert(1)> and <script>alert(2)</script>"
     srv.enqueue(Reply.events(openai_chunks([payload])))
     ex = kernel.run("%%chat -c xss\nhi")
-    md = final_markdown(ex)
+    md = final_html(ex)
     assert "<img" not in md and "<script" not in md
-    assert "&lt;img src=x onerror=alert(1)>" in md
+    assert "&lt;img src=x onerror=alert(1)&gt;" in md
 
 
 def test_batch_run_gives_one_final_deterministic_output(
@@ -340,8 +351,12 @@ def test_batch_run_gives_one_final_deterministic_output(
         assert len(displays) == 1
         outputs.append(displays[0]["data"])
     assert outputs[0] == outputs[1]
-    md = outputs[0]["text/markdown"]
-    assert "".join(words(12)) in md and "finish: stop" in md and "30 out tokens" in md
+    md = outputs[0]["text/html"]
+    assert (
+        "".join(words(12)).strip() in md
+        and "finish: stop" in md
+        and "30 out tokens" in md
+    )
     assert "first token" not in md and "tok/s" not in md
 
 
@@ -350,7 +365,7 @@ def test_server_without_usage_shows_estimated_tokens(
 ) -> None:
     srv.enqueue(Reply.events(openai_chunks(words(5))))
     ex = kernel.run("%%chat -c est\nhi")
-    md = final_markdown(ex)
+    md = final_html(ex)
     assert "~5 out tokens" in md and "estimated" in md
 
 
@@ -358,7 +373,7 @@ def test_history_list_and_clear(kernel: Kernel, srv: LoopbackServer) -> None:
     srv.enqueue(Reply.events(openai_chunks([" Hi", " there"])))
     kernel.run("%%chat -c hist\nGreet me")
     ex = kernel.run("%chat history hist")
-    md = ex.displays()[-1]["data"]["text/markdown"]
+    md = ex.displays()[-1]["data"]["text/html"]
     assert "Greet me" in md and "Hi there" in md and "complete" in md
     assert "hist:" in kernel.run("%chat list").stdout
     assert "Cleared" in kernel.run("%chat clear hist").stdout
@@ -378,6 +393,24 @@ def test_history_list_and_clear(kernel: Kernel, srv: LoopbackServer) -> None:
 def test_history_shows_model_html_as_text(kernel: Kernel, srv: LoopbackServer) -> None:
     srv.enqueue(Reply.events(openai_chunks(["<img src=x onerror=alert(1)>"])))
     kernel.run("%%chat -c histxss\n<b>me</b>")
-    md = kernel.run("%chat history histxss").displays()[-1]["data"]["text/markdown"]
+    md = kernel.run("%chat history histxss").displays()[-1]["data"]["text/html"]
     assert "<img" not in md and "<b>" not in md
-    assert "&lt;img src=x onerror=alert(1)>" in md and "&lt;b>me" in md
+    assert "&lt;img src=x onerror=alert(1)&gt;" in md and "&lt;b&gt;me" in md
+
+
+def test_images_are_links_unless_allowed(kernel: Kernel, srv: LoopbackServer) -> None:
+    image = "![a cat](https://example.org/cat.png)"
+    srv.enqueue(Reply.events(openai_chunks([image])))
+    ex = kernel.run("%%chat -c img\nA cat?")
+    assert "<img" not in final_html(ex) and ">image: a cat</a>" in final_html(ex)
+    assert view_state(ex)["allow_images"] is False
+    try:
+        kernel.run("%config ChatMagics.allow_images = True")
+        srv.enqueue(Reply.events(openai_chunks([image])))
+        ex = kernel.run("%%chat -c img\nAgain?")
+        assert '<img src="https://example.org/cat.png" alt="a cat" />' in final_html(ex)
+        assert view_state(ex)["allow_images"] is True  # the live view's too
+        history = kernel.run("%chat history img").displays()[-1]["data"]["text/html"]
+        assert history.count("<img ") == 2
+    finally:
+        kernel.run("%config ChatMagics.allow_images = False")

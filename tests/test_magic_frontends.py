@@ -138,7 +138,7 @@ def test_nbclient_runs_the_cell_to_one_final_output(
         assert len(outputs) == 1 and outputs[0].output_type == "display_data"
         data = outputs[0].data
         assert "application/vnd.jupyter.widget-view+json" not in data
-        assert "".join(words) in data["text/markdown"]
+        assert "".join(words).strip() in data["text/html"]
         assert "".join(words) in data["text/plain"]
         # the next cell ran after the reply had finished
         assert nb.cells[2].outputs[0].text.strip() == "complete"

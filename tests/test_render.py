@@ -1,9 +1,15 @@
-"""What a finished reply looks like in a saved notebook: ``final_bundle``, the readout
-line, and ``escape_html_outside_code``, which keeps a model's HTML from running.
+"""What a finished reply looks like in a saved notebook: ``final_bundle``, the batch
+output, ``%chat history`` and the readout line.
 
-Where node and the front end's ``marked`` are installed (``js/node_modules``, as
-``scripts/setup.sh`` does), the escaped Markdown is also parsed by ``marked``, the
-renderer JupyterLab and the widget use: every ``<`` left in it must be inside code.
+Model text is rendered by markdown-it-py with nbstream's rules (render.py); the live
+views render it with markdown-it and the same rules (js/src/md.js). Where node and the
+front end's packages are installed (``js/node_modules``, as ``scripts/setup.sh`` does),
+both renderers are run on the corpus in ``tests/markdown_corpus.json`` and on generated
+Markdown, and must give the same HTML: what was saved is what was shown.
+
+Every path nbstream writes HTML through is checked with ``html.parser`` for live
+elements and attributes: the corpus, and Markdown from a grammar of fences, math, raw
+HTML, entities, links and images (TESTING.md, section 7).
 """
 
 from __future__ import annotations
@@ -12,22 +18,26 @@ import json
 import re
 import shutil
 import subprocess
+import unicodedata
 from collections.abc import Callable, Iterator
+from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any, cast
 
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from nbstream import ErrorInfo, Request, Turn
 from nbstream._core.pipeline import Pipeline
 from nbstream._core.transcript import Api
+from nbstream._http.conversation import Conversation
+from nbstream._notebook.magics import _batch_bundle, _history_html, _history_text
 from nbstream._notebook.render import (
-    escape_html_outside_code,
     final_bundle,
     readout,
     readout_text,
+    render_markdown,
 )
 from tests.conftest import STREAMS, api_of, expected
 from tests.loopback import openai_chunks
@@ -36,6 +46,11 @@ EXP = expected()
 T0, STEP = 0.5, 0.25  # event i of a stream arrives at T0 + i * STEP
 XSS = '<img src=x onerror="alert(1)">'
 SCRIPT = "<script>alert(document.cookie)</script>"
+REPO = Path(__file__).resolve().parents[1]
+CORPUS = json.loads((REPO / "tests/markdown_corpus.json").read_text("utf-8"))
+CASES = [(c["name"], c["markdown"]) for c in CORPUS["cases"]]
+ELEMENTS = set(CORPUS["allowed"]["elements"])
+ATTRIBUTES: dict[str, list[str]] = CORPUS["allowed"]["attributes"]
 
 
 def fmt_s(s: float) -> str:
@@ -54,11 +69,16 @@ def chunk(delta: dict[str, Any], finish: str | None = None) -> str:
 
 
 def build(
-    data: bytes, api: str = "openai", *, end: str = "close", prompt_chars: int = 0
+    data: bytes,
+    api: str = "openai",
+    *,
+    end: str = "close",
+    prompt_chars: int = 0,
+    prompt: str = "Hi",
 ) -> Turn:
     """Feed a stream one SSE event at a time; ``end``: close, cancel or open."""
     the_api = cast(Api, api)
-    turn = Turn(Request([{"role": "user", "content": "Hi"}], "m", the_api, "u"))
+    turn = Turn(Request([{"role": "user", "content": prompt}], "m", the_api, "u"))
     pipe = Pipeline(the_api, turn, prompt_chars=prompt_chars)
     blocks = [b + b"\n\n" for b in data.split(b"\n\n") if b.strip()]
     for i, block in enumerate(blocks):
@@ -81,51 +101,117 @@ def text_turn(text: str, *, end: str = "close") -> Turn:
     return build(sse([chunk({"content": text}), *finish]), end=end)
 
 
-# -- marked, the renderer JupyterLab and the widget use, as a second opinion ------------
+def everything_turn(text: str, other: str, *, prompt: str = "Hi") -> Turn:
+    """A turn with ``text`` as its reply and ``other`` in every other part a server
+    sends: reasoning, a tool call's name and arguments, a refusal, the finish reason,
+    and an error."""
+    datas = [
+        chunk(
+            {
+                "reasoning_content": other,
+                "tool_calls": [
+                    {
+                        "index": 0,
+                        "id": "call_1",
+                        "function": {"name": other, "arguments": other},
+                    }
+                ],
+            }
+        ),
+        chunk({"content": text}),
+        chunk({"refusal": other}),
+        chunk({}, f"stop{other}"),
+    ]
+    turn = build(sse(datas), prompt=prompt)
+    turn.status = "error"
+    turn.error = ErrorInfo("APIStatusError", f"Invalid value: '{other}'")
+    return turn
 
-MARKED = (
-    Path(__file__).resolve().parents[1] / "js/node_modules/marked/lib/marked.esm.js"
-)
 
-ORACLE_JS = """
-import { marked } from %s;
-import readline from "node:readline";
-const walk = (tokens, acc) => {
-  for (const t of tokens || []) {
-    if (t.type === "html") acc.html.push(t.raw);
-    if (t.type === "code" || t.type === "codespan")
-      acc.lt += ((t.text || "") + (t.lang || "")).split("<").length - 1;
-    if (t.tokens) walk(t.tokens, acc);
-    if (t.items) for (const i of t.items) walk(i.tokens, acc);
-    if (t.type === "table") {
-      for (const h of t.header) walk(h.tokens, acc);
-      for (const r of t.rows) for (const c of r) walk(c.tokens, acc);
+# -- what may be in the HTML ---------------------------------------------------------------
+
+
+class _Checker(HTMLParser):
+    def __init__(self, allow_images: bool) -> None:
+        super().__init__(convert_charrefs=True)
+        self.allow_images = allow_images
+        self.problems: list[str] = []
+        self.text: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag not in ELEMENTS and not (tag == "img" and self.allow_images):
+            self.problems.append(f"element <{tag}>")
+        for name, value in attrs:
+            if name not in ATTRIBUTES.get(tag, []) or name.startswith("on"):
+                self.problems.append(f"attribute {name} on <{tag}>")
+            if name == "href" and not re.match(r"(?i)(https?|mailto):", value or ""):
+                self.problems.append(f"href {value!r}")
+            if name == "src" and not re.match(r"(?i)https?:", value or ""):
+                self.problems.append(f"src {value!r}")
+
+    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.handle_starttag(tag, attrs)
+
+    def handle_data(self, data: str) -> None:
+        self.text.append(data)
+
+    def handle_comment(self, data: str) -> None:
+        self.problems.append(f"comment {data!r}")
+
+    def handle_decl(self, decl: str) -> None:
+        self.problems.append(f"declaration {decl!r}")
+
+    def handle_pi(self, data: str) -> None:
+        self.problems.append(f"processing instruction {data!r}")
+
+    def unknown_decl(self, data: str) -> None:
+        self.problems.append(f"declaration {data!r}")
+
+
+def problems(html: str, *, allow_images: bool = False) -> list[str]:
+    """What in ``html`` is not an allowed element or attribute (empty: nothing)."""
+    checker = _Checker(allow_images)
+    checker.feed(html)
+    checker.close()
+    return checker.problems
+
+
+def shown_text(html: str) -> str:
+    checker = _Checker(True)
+    checker.feed(html)
+    checker.close()
+    return "".join(checker.text)
+
+
+def every_path(text: str, other: str, allow_images: bool) -> dict[str, str]:
+    """The HTML of every output nbstream writes, for a reply ``text`` and ``other`` in
+    every other part: the final output, the batch output, ``%chat history``."""
+    turn = everything_turn(text, other, prompt=text)
+    conv = Conversation()
+    conv.transcript.append(turn)
+    conv.transcript.append(text_turn(text))
+    return {
+        "final": final_bundle(turn, allow_images=allow_images)["text/html"],
+        "batch": _batch_bundle(turn, allow_images)["text/html"],
+        "history": _history_html(conv, allow_images),
     }
-  }
-};
-readline.createInterface({ input: process.stdin }).on("line", (line) => {
-  const acc = { html: [], lt: 0, crash: null };
-  try { walk(marked.lexer(JSON.parse(line), { gfm: true }), acc); }
-  catch (e) { acc.crash = String(e); }
-  process.stdout.write(JSON.stringify(acc) + "\\n");
-});
-"""
 
-Oracle = Callable[[str], dict[str, Any]]
+
+# -- markdown-it (node), the live views' renderer -----------------------------------------
+
+RENDER_CLI = REPO / "js/test/render_cli.mjs"
+Render = Callable[[str, bool], str]
 
 
 @pytest.fixture(scope="module")
-def marked_or_none() -> Iterator[Oracle | None]:
-    """``marked(md)``: the raw HTML tokens marked finds, and how many ``<`` it puts
-    in code (code blocks, code spans, info strings). One node process per module;
-    None where node or the front end's packages are not installed."""
+def js_render() -> Iterator[Render]:
+    """``js_render(markdown, allow_images)``: js/src/md.js's HTML (before DOMPurify),
+    bundled as the widgets bundle it. One node process per module."""
     node = shutil.which("node")
-    if node is None or not MARKED.exists():
-        yield None
-        return
-    script = ORACLE_JS % json.dumps(MARKED.as_uri())
+    if node is None or not (REPO / "js/node_modules/markdown-it").exists():
+        pytest.skip("needs node and js/node_modules (scripts/setup.sh installs them)")
     proc = subprocess.Popen(
-        [node, "--input-type=module", "-e", script],
+        [node, str(RENDER_CLI)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
@@ -134,192 +220,233 @@ def marked_or_none() -> Iterator[Oracle | None]:
     assert proc.stdin is not None and proc.stdout is not None
     stdin, stdout = proc.stdin, proc.stdout
 
-    def ask(md: str) -> dict[str, Any]:
-        stdin.write(json.dumps(md) + "\n")
+    def ask(markdown: str, allow_images: bool) -> str:
+        stdin.write(json.dumps({"markdown": markdown, "allowImages": allow_images}))
+        stdin.write("\n")
         stdin.flush()
         answer = stdout.readline()
-        assert answer, "the marked process died"
-        return cast(dict[str, Any], json.loads(answer))
+        assert answer, "the node process died"
+        reply = json.loads(answer)
+        assert "error" not in reply, reply["error"]
+        return cast(str, reply["html"])
 
     yield ask
     stdin.close()  # node exits at the end of its input
     try:
-        proc.wait(5)
+        proc.wait(10)
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait(5)
 
 
-@pytest.fixture(scope="module")
-def marked(marked_or_none: Oracle | None) -> Oracle:
-    if marked_or_none is None:
-        pytest.skip("needs node and js/node_modules (scripts/setup.sh installs them)")
-    return marked_or_none
+# -- Markdown that has broken renderers ------------------------------------------------------
+
+URLS = [
+    "https://e.org/x?a=1&b=<2>", "http://e.org", "javascript:alert(1)",
+    "JaVaScRiPt:alert(1)", "data:text/html,<script>alert(1)</script>", "vbscript:x",
+    "mailto:a@b.c", "/api/contents", "./x.ipynb", "#top", "", "java\tscript:x",
+    "//e.org", "<https://e.org/a b>", 'https://e.org/"onmouseover="x',
+    "https://bücher.example/ä",
+]  # fmt: skip
+HTML = [
+    XSS, SCRIPT, "<svg onload=alert(1)>", "<iframe src=javascript:alert(1)>",
+    "<a href=javascript:x>", "<style>*{}</style>", "<div onmouseover=alert(1)>",
+    "</code>", "<!-- x -->", "<details open ontoggle=alert(1)>", "<?php x ?>",
+    "<![CDATA[x]]>", "<!DOCTYPE html>",
+]  # fmt: skip
+INLINE = [
+    "`", "``", "```", "~~", "~", "*", "_", "**", "$", "$$", "\\(", "\\)", "\\[", "\\]",
+    "\\$", "\\", "&lt;", "&#60;", "&#x3C;", "&amp;lt;script&amp;gt;", "&notit;",
+    "&copy;", "&ampxx;", "&#0;", "|", "[", "]", "(", ")", "<", ">", "!", "a", "b c",
+    "😀", "é", " ", "://", "std::vector<int>", "\u00a0",
+]  # fmt: skip
 
 
-def assert_no_live_html(
-    marked: Oracle, md: str, allowed: int = 0, *, in_given: bool = False
-) -> None:
-    """marked finds no raw HTML in ``md`` (but ``allowed`` tags of our own), and
-    every other ``<`` is inside code."""
-    got = marked(md)
-    if in_given:
-        assume(got["crash"] is None)  # marked itself fails on some input: not ours
-    assert got["crash"] is None, got["crash"]
-    assert len(got["html"]) == allowed, got["html"]
-    assert md.count("<") == got["lt"] + allowed
+def _assigned(c: str) -> bool:
+    # Characters this Python's Unicode has no category for may be punctuation to the
+    # newer Unicode of node's tables (markdown-it's emphasis rules ask): left out.
+    return unicodedata.category(c) not in ("Cn", "Cs")
 
 
-# -- escape_html_outside_code: examples ------------------------------------------------------
-
-KEPT = [
-    # (markdown, what must come out)
-    ("a <b> c", "a &lt;b> c"),
-    ("if a<b and b<c", "if a&lt;b and b&lt;c"),
-    ("use `a<b` and <i>", "use `a<b` and &lt;i>"),
-    ("``x<`y``, then <i>", "``x<`y``, then &lt;i>"),
-    ("```\n<b>\n```\n<i>", "```\n<b>\n```\n&lt;i>"),
-    ("~~~\n<b>\n~~~\n<i>", "~~~\n<b>\n~~~\n&lt;i>"),
-    ("```python\nif a < b:\n    pass\n```\n", "```python\nif a < b:\n    pass\n```\n"),
-    # a longer fence: a shorter run inside does not close it
-    ("````\n```\n<b>\n````\n<i>", "````\n```\n<b>\n````\n&lt;i>"),
-    # a tilde fence is not closed by backticks, nor the other way round
-    ("~~~\n```\n<b>\n~~~\n<i>", "~~~\n```\n<b>\n~~~\n&lt;i>"),
-    ("```\n~~~\n<b>\n```\n<i>", "```\n~~~\n<b>\n```\n&lt;i>"),
-    # an unclosed fence runs to the end (a reply stopped in a code block)
-    ("see <this>:\n```c\nint *p = a<b;\n", "see &lt;this>:\n```c\nint *p = a<b;\n"),
-    # up to three spaces before a fence (as in a numbered list)
-    (
-        "1. Run:\n\n   ```\n   <b>\n   ```\n<i>",
-        "1. Run:\n\n   ```\n   <b>\n   ```\n&lt;i>",
+CHARS = st.characters(codec="utf-8").filter(_assigned)
+LINK = st.tuples(
+    st.sampled_from(["", "!"]),
+    st.sampled_from(["x", "*y*", "`z`", "![i](https://i.org/i.png)", ""]),
+    st.sampled_from(URLS),
+    st.sampled_from(["", ' "title"', " 'a\"b'"]),
+).map(lambda t: f"{t[0]}[{t[1]}]({t[2]}{t[3]})")
+INLINE_PIECE = st.one_of(
+    st.sampled_from(INLINE),
+    st.sampled_from(HTML),
+    LINK,
+    st.sampled_from(URLS).map(lambda u: f"<{u}>"),
+    st.text(CHARS, max_size=6),
+)
+TEXT = st.lists(INLINE_PIECE, max_size=8).map("".join)
+FENCE = st.tuples(
+    st.sampled_from(["```", "````", "~~~", "``"]),
+    st.sampled_from(["", " ", "   ", "    "]),
+    st.sampled_from(["", "html", "js`x", "<b>", "py extra"]),
+    st.lists(TEXT, max_size=3),
+    st.booleans(),
+).map(
+    lambda t: (
+        f"{t[1]}{t[0]}{t[2]}\n"
+        + "".join(f"{t[1]}{line}\n" for line in t[3])
+        + (f"{t[1]}{t[0]}\n" if t[4] else "")
+    )
+)
+LINE = st.one_of(
+    TEXT,
+    FENCE,
+    st.tuples(
+        st.sampled_from(["- ", "1. ", "> ", "    ", "# ", "| ", "   ", "\t", "$$ "]),
+        TEXT,
+    ).map("".join),
+    st.sampled_from(
+        [
+            "---",
+            "===",
+            "| a | b |\n|---|:-:|",
+            "[r]: javascript:x",
+            "[r]: https://r.org",
+        ]
     ),
-    # in doubt (that line may have ended a list item, and the fence in it): escaped
-    ("   ```\n<b>\n   ```\n<i>", "   ```\n&lt;b>\n   ```\n&lt;i>"),
-    # four spaces is not a fence (it is indented code); escaping there is harmless
-    ("    ```\n<b>", "    ```\n&lt;b>"),
-    # a closing fence has nothing after it; with an info string it is content
-    ("```\n```js\n<b>\n```\n<i>", "```\n```js\n<b>\n```\n&lt;i>"),
-    # Windows line endings
-    ("```\r\n<b>\r\n```\r\n<i>", "```\r\n<b>\r\n```\r\n&lt;i>"),
-]
+)
+MARKDOWN = st.tuples(
+    st.lists(LINE, max_size=10), st.sampled_from(["\n", "\n\n", "\r\n", "\r"])
+).map(lambda t: t[1].join(t[0]))
 
 
-@pytest.mark.parametrize(("md", "want"), KEPT)
-def test_escapes_prose_but_not_code(md: str, want: str) -> None:
-    assert escape_html_outside_code(md) == want
+# -- the same HTML in the kernel and in the browser ------------------------------------------
 
 
-# Replies that put live HTML on the page with a naive "skip what looks like code":
-# each is prose to CommonMark or to marked (checked against marked below).
-ATTACKS = [
-    # a line that only looks like a closing fence
-    "```\ncode\n```js\n```\n" + XSS,
-    # a backtick in the info string: not a fence at all
-    "```a`\n" + XSS,
-    # unpaired backtick runs are literal, not code
-    "`` " + XSS + " `",
-    "a ``` " + XSS + " ```` b",
-    # a code span cannot cross a blank line, nor an HTML block that starts a line
-    "`a\n\n" + XSS + "\n\nb`",
-    "`a\n<div onmouseover=alert(1)>x</div>`",
-    "`a\n# b ` `" + XSS + "`",
-    # an escaped backtick opens nothing
-    "\\`" + XSS + "`",
-    "\\`` `" + XSS + "` ",
-    # table cells split code spans; links and autolinks swallow backticks
-    "| a | b |\n|---|---|\n| `x | " + XSS + " ` | y |",
-    "[x](`) " + XSS + " `",
-    "https://x.com/` " + XSS + " `",
-    # a fence inside a list item ends with the item, not where it seems to
-    "- ```\n  x\n  ```\n  " + XSS + "\n",
-    "1. a\n\n   ```\n   x\n```\n<b>\n```\n" + XSS + "\n",
-    # closers that only some renderers accept
-    "```\nx\n```~\n" + XSS + "\n```\n" + XSS,
-    "```\nx\n```\t\n" + XSS + "\n```\n" + XSS,
-    # a link definition may take the next line as its target (marked)
-    "[a]:\n```\n" + XSS + "\n",
-    # only \n, \r\n and \r end a line in Markdown
-    "x\u2028```\u2028" + XSS,
-    # script, too
-    "Sure! " + SCRIPT,
-]
+@pytest.mark.parametrize("allow_images", [False, True], ids=["links", "images"])
+@pytest.mark.parametrize(("name", "md"), CASES, ids=[n for n, _ in CASES])
+def test_python_and_js_render_the_corpus_alike(
+    js_render: Render, name: str, md: str, allow_images: bool
+) -> None:
+    assert render_markdown(md, allow_images=allow_images) == js_render(md, allow_images)
 
 
-@pytest.mark.parametrize("md", ATTACKS)
-def test_html_that_a_renderer_would_run_is_escaped(md: str) -> None:
-    out = escape_html_outside_code(md)
-    assert "<img" not in out and "<div" not in out and "<script" not in out
-    assert out.replace("&lt;", "<") == md  # nothing else changed
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(MARKDOWN, st.booleans())
+def test_python_and_js_render_any_markdown_alike(
+    js_render: Render, md: str, allow_images: bool
+) -> None:
+    assert render_markdown(md, allow_images=allow_images) == js_render(md, allow_images)
 
 
-@pytest.mark.parametrize("md", ATTACKS)
-def test_marked_finds_no_html_in_the_attacks(marked: Oracle, md: str) -> None:
-    assert_no_live_html(marked, escape_html_outside_code(md))
+def test_js_side_differs_where_markdown_it_14_1_would(js_render: Render) -> None:
+    # the places where md.js follows markdown-it-py rather than markdown-it 14.1.0
+    for md, html in [
+        ("[`a`b`", "<p>[<code>a</code>b`</p>\n"),  # a code span after a "["
+        ("`   `", "<p><code>   </code></p>\n"),  # spaces only: kept
+        ("😀*[*", "<p>😀<em>[</em></p>\n"),  # an emoji is punctuation
+        ("&notit; &ampxx;", "<p>&amp;notit; &amp;ampxx;</p>\n"),  # whole names only
+    ]:
+        assert render_markdown(md) == html
+        assert js_render(md, False) == html
 
 
-# -- escape_html_outside_code: properties ------------------------------------------------------
+# -- nothing live, on any path ---------------------------------------------------------------
 
-PIECES = st.sampled_from(
-    [
-        "`", "``", "```", "````", "~~~", "~", "<", ">", XSS, "<div x>", SCRIPT,
-        "\n", "\n\n", "\r\n", " ", "   ", "    ", "\t", "|", "-", "- ", "1. ", "> ",
-        "*", "_", "\\", "[x]", "](", "]:", "(", ")", "#", "---", "$", "http://x.y/",
-        "a", "b c", "js", "&",
-    ]
-)  # fmt: skip
-MARKDOWNISH = st.one_of(st.lists(PIECES, max_size=30).map("".join), st.text())
+
+@pytest.mark.parametrize("allow_images", [False, True], ids=["links", "images"])
+@pytest.mark.parametrize(("name", "md"), CASES, ids=[n for n, _ in CASES])
+def test_the_corpus_renders_nothing_live_on_any_path(
+    name: str, md: str, allow_images: bool
+) -> None:
+    for path, html in every_path(md, md, allow_images).items():
+        assert problems(html, allow_images=allow_images) == [], path
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(MARKDOWNISH)
-def test_for_any_text_marked_finds_no_lt_outside_code(
-    marked: Oracle, text: str
+@given(MARKDOWN, TEXT, st.booleans())
+def test_any_markdown_renders_nothing_live_on_any_path(
+    md: str, other: str, allow_images: bool
 ) -> None:
-    assert_no_live_html(marked, escape_html_outside_code(text), in_given=True)
+    for path, html in every_path(md, other, allow_images).items():
+        assert problems(html, allow_images=allow_images) == [], path
 
 
-@given(MARKDOWNISH)
-def test_only_lt_is_ever_changed_and_escaping_twice_changes_nothing(text: str) -> None:
-    out = escape_html_outside_code(text)
-    if "&lt;" not in text:
-        assert out.replace("&lt;", "<") == text
-    assert escape_html_outside_code(out) == out  # code is never escaped on a re-render
+@given(st.text(CHARS))
+def test_text_outside_the_reply_is_shown_as_written(other: str) -> None:
+    turn = everything_turn("", other)
+    shown = shown_text(final_bundle(turn)["text/html"])
+    flat = other.replace("\r\n", "\n").replace("\r", "\n")
+    assert shown.count(flat) >= 4  # reasoning, name, arguments, refusal (and error)
 
 
-PROSE = st.text(
-    alphabet=st.characters(exclude_characters="`~]\\$|\r\n", exclude_categories=["Cs"])
-)
-CODE_LINE = st.text(
-    alphabet=st.characters(exclude_characters="\r\n", exclude_categories=["Cs"])
-).filter(lambda s: not re.match(r"[ \t]*[`~]{3}", s))
+# -- the rules -------------------------------------------------------------------------------
 
 
-@given(PROSE)
-def test_prose_without_code_has_every_lt_escaped(text: str) -> None:
-    assert escape_html_outside_code(text) == text.replace("<", "&lt;")
+def test_raw_html_is_text_and_code_is_as_written() -> None:
+    html = render_markdown(f"Here: {XSS}\n\n{SCRIPT}\n\n`<b>` and `std::vector<int>`")
+    assert "<img" not in html and "<script" not in html
+    assert "&lt;img src=x onerror=&quot;alert(1)&quot;&gt;" in html
+    assert "<code>&lt;b&gt;</code>" in html
+    assert "<code>std::vector&lt;int&gt;</code>" in html
 
 
-@given(st.lists(PROSE.map(str.strip), max_size=3), st.lists(CODE_LINE, max_size=5))
-def test_a_fenced_block_is_kept_whole_and_the_prose_around_it_escaped(
-    prose: list[str], code: list[str]
-) -> None:
-    before, after = " ".join(prose[:2]), " ".join(prose[2:])
-    block = "```python\n" + "".join(line + "\n" for line in code) + "```\n"
-    md = f"{before}\n\n{block}\n{after}"
-    want = f"{before.replace('<', '&lt;')}\n\n{block}\n{after.replace('<', '&lt;')}"
-    assert escape_html_outside_code(md) == want
+def test_code_next_to_a_url_is_not_escaped_twice() -> None:
+    # The escaping this replaced wrote `std::vector&lt;int>` here: `&lt;` shown in code.
+    md = "Use `std::vector<int>` (see https://en.cppreference.com) | $x$ \\ [a](b)"
+    shown = shown_text(render_markdown(md))
+    assert "std::vector<int>" in shown and "&lt;" not in shown
 
 
-@given(
-    PROSE.filter(lambda s: "://" not in s and "www." not in s),
-    st.text(alphabet="<>=ab ()[]{}:;.,'\"/*+-_!?#", min_size=1).filter(
-        lambda s: s.strip() == s and "](" not in s and "]:" not in s
-    ),
-)
-def test_an_inline_code_span_is_kept(prose: str, code: str) -> None:
-    md = f"{prose} `{code}` {prose}"
-    esc = prose.replace("<", "&lt;")
-    assert escape_html_outside_code(md) == f"{esc} `{code}` {esc}"
+def test_a_reply_that_starts_with_a_fence_stays_code() -> None:
+    page = "```html\n<!DOCTYPE html>\n<html><script>alert(1)</script></html>\n```"
+    turn = text_turn(page)
+    conv = Conversation()
+    conv.transcript.append(turn)
+    history = _history_html(conv)
+    # the label is an element of its own: the fence still opens a code block
+    assert "<strong>assistant <em>(complete)</em></strong></div>" in history
+    assert '<pre><code class="language-html">&lt;!DOCTYPE html&gt;' in history
+    assert problems(history) == []
+
+
+def test_math_is_left_alone_and_kept_from_mathjax() -> None:
+    md = "$ a\n   ```\n" + XSS + "\n   ```\n$ and \\\\(x\\\\)"
+    html = final_bundle(text_turn(md))["text/html"]
+    assert html.startswith('<div class="nbstream-reply mathjax_ignore tex2jax_ignore">')
+    assert problems(html) == []
+    assert "$ a" in html and "\\(x\\)" in html
+
+
+def test_links_only_to_http_https_and_mailto() -> None:
+    html = render_markdown(
+        "[a](javascript:alert(1)) [b](https://e.org) [c](data:text/html,x) "
+        "[d](mailto:a@b.c) [e](./rel) [f]() <vbscript:x> <https://g.org>"
+    )
+    hrefs = re.findall(r'href="([^"]*)"', html)
+    assert hrefs == ["https://e.org", "mailto:a@b.c", "https://g.org"]
+    assert html.count('rel="noopener noreferrer" target="_blank"') == 3
+    assert "[a](javascript:alert(1))" in html  # shown as written
+
+
+def test_images_are_links_unless_allowed() -> None:
+    md = "![a cat](https://e.org/cat.png) ![x](data:image/png;base64,AA==)"
+    off = render_markdown(md)
+    assert "<img" not in off
+    assert (
+        '<a href="https://e.org/cat.png" rel="noopener noreferrer" target="_blank"'
+        ' class="nbs-image">image: a cat</a>'
+    ) in off
+    on = render_markdown(md, allow_images=True)
+    assert on.count("<img") == 1
+    assert '<img src="https://e.org/cat.png" alt="a cat" />' in on
+    bundle = final_bundle(text_turn(md), allow_images=True)
+    assert '<img src="https://e.org/cat.png"' in bundle["text/html"]
+    assert "<img" not in final_bundle(text_turn(md))["text/html"]
+
+
+def test_table_alignment_is_an_attribute_not_a_style() -> None:
+    html = render_markdown("| a | b |\n|:-|-:|\n| 1 | 2 |")
+    assert '<th align="left">a</th>' in html and '<td align="right">2</td>' in html
+    assert "style" not in html
 
 
 # -- the readout line ------------------------------------------------------------------------
@@ -368,20 +495,31 @@ def test_readout_of_a_recorded_turn() -> None:
 # -- final_bundle ------------------------------------------------------------------------------
 
 
-def test_final_bundle_has_the_reply_and_the_readout_in_both_formats() -> None:
+def wrapped(*parts: str) -> str:
+    return (
+        '<div class="nbstream-reply mathjax_ignore tex2jax_ignore">\n'
+        + "".join(parts)
+        + "</div>\n"
+    )
+
+
+def test_final_bundle_is_html_and_plain_text() -> None:
     name = "openai_chat_text_usage.sse"
     turn = fixture_turn(name)
     bundle = final_bundle(turn)
-    assert set(bundle) == {"text/markdown", "text/plain"}
-    md, plain = bundle["text/markdown"], bundle["text/plain"]
+    # no text/markdown: a second Markdown renderer (one that applies math first, say)
+    # could read it differently from the live view
+    assert set(bundle) == {"text/html", "text/plain"}
     text = EXP[name]["choices"]["0"]["content"]
     line = readout_text(readout(turn))
     assert line.startswith("complete · first token ")
     assert line.endswith(" · finish: stop") and " tok/s · " in line
-    assert md == f"{text}\n\n<sub>{line}</sub>"
-    assert plain == f"{text}\n\n[{line}]"
+    body = f'<div class="nbs-text">\n{render_markdown(text)}</div>\n'
+    readout_html = f'<p class="nbs-readout"><sub>{line}</sub></p>\n'
+    assert bundle["text/html"] == wrapped(body, readout_html)
+    assert bundle["text/plain"] == f"{text}\n\n[{line}]"
     quiet = final_bundle(turn, show_readout=False)
-    assert quiet == {"text/markdown": text, "text/plain": text}
+    assert quiet == {"text/html": wrapped(body), "text/plain": text}
 
 
 def test_estimated_tokens_are_marked_as_estimated() -> None:
@@ -390,33 +528,38 @@ def test_estimated_tokens_are_marked_as_estimated() -> None:
     turn = build(data, prompt_chars=40)
     line = readout_text(readout(turn))
     assert re.search(r" · ~\d+ in · ~3 out tokens \(estimated\) · ", line), line
-    assert f"<sub>{line}</sub>" in final_bundle(turn)["text/markdown"]
+    assert f"<sub>{line}</sub>" in final_bundle(turn)["text/html"]
 
 
 def test_tool_calls_are_shown_with_their_arguments() -> None:
     name = "openai_chat_parallel_tool_calls.sse"
     bundle = final_bundle(fixture_turn(name))
-    md, plain = bundle["text/markdown"], bundle["text/plain"]
+    html, plain = bundle["text/html"], bundle["text/plain"]
     for call in EXP[name]["choices"]["0"]["tool_calls"]:
-        assert f"**Tool call** `{call['name']}`" in md
-        assert f"```json\n{call['arguments']}\n```" in md
+        args = call["arguments"].replace("&", "&amp;").replace('"', "&quot;")
+        assert (
+            '<details class="nbs-tool-call" open><summary>Tool call '
+            f"<code>{call['name']}</code></summary>\n<pre><code>{args}</code></pre>"
+        ) in html
         assert call["name"] in plain and call["arguments"] in plain
-    assert "finish: tool_calls" in md
+    assert "finish: tool_calls" in html
     assert "(no reply)" not in plain  # the model did answer: with tool calls
 
 
 def test_reasoning_refusal_and_error_are_shown() -> None:
     name = "deepseek_reasoner_reasoning_content.sse"
-    md = final_bundle(fixture_turn(name))["text/markdown"]
+    html = final_bundle(fixture_turn(name))["text/html"]
     c = EXP[name]["choices"]["0"]
-    assert md.startswith("> **Reasoning**\n>\n> ")
+    assert html.startswith(
+        wrapped()[:-7] + '<details class="nbs-reasoning"><summary>Reasoning</summary>'
+    )
     first_line = c["reasoning_content"].splitlines()[0]
-    assert f"> {first_line}" in md and c["content"] in md
+    assert first_line in shown_text(html) and c["content"] in shown_text(html)
 
     name = "openai_chat_refusal.sse"
     bundle = final_bundle(fixture_turn(name))
     refusal = EXP[name]["choices"]["0"]["refusal"]
-    assert f"**Refusal:** {refusal}" in bundle["text/markdown"]
+    assert f"Refusal: {refusal}" in shown_text(bundle["text/html"])
     assert refusal in bundle["text/plain"]
 
     name = "groq_midstream_error_event.sse"
@@ -425,9 +568,9 @@ def test_reasoning_refusal_and_error_are_shown() -> None:
     message = EXP[name]["errors"][0]["message"]
     bundle = final_bundle(turn)
     assert message in turn.error.message
-    assert f"**Error:** {turn.error.message}" in bundle["text/markdown"]
+    assert f"Error: {turn.error.message}" in shown_text(bundle["text/html"])
     assert f"Error: {turn.error.message}" in bundle["text/plain"]
-    assert "<sub>error · " in bundle["text/markdown"]
+    assert "<sub>error · " in bundle["text/html"]
 
 
 def test_a_turn_that_failed_before_any_reply() -> None:
@@ -436,80 +579,77 @@ def test_a_turn_that_failed_before_any_reply() -> None:
     turn.error = ErrorInfo("APIStatusError", "Unauthorized (401): check your key")
     bundle = final_bundle(turn, show_readout=False)
     assert bundle == {
-        "text/markdown": "**Error:** Unauthorized (401): check your key",
+        "text/html": wrapped(
+            '<p class="nbs-error"><strong>Error:</strong> Unauthorized (401): check '
+            "your key</p>\n"
+        ),
         "text/plain": "Error: Unauthorized (401): check your key",
     }
     empty = Turn(Request([], "m", "openai", "u"))
     assert final_bundle(empty, show_readout=False) == {
-        "text/markdown": "*(no reply)*",
+        "text/html": wrapped("<p><em>(no reply)</em></p>\n"),
         "text/plain": "(no reply)",
     }
 
 
-def test_html_in_a_reply_never_reaches_the_markdown_unescaped() -> None:
-    reply = f"Here you go: {XSS}\n\n{SCRIPT}\n\nand `<b>` in code"
-    turn = text_turn(reply)
+def test_html_in_every_part_is_text() -> None:
+    turn = everything_turn(f"Here you go: {XSS}", f"x` {XSS} `\n```\n{SCRIPT}\n")
     bundle = final_bundle(turn)
-    md = bundle["text/markdown"]
-    assert "<img" not in md and "<script" not in md
-    assert "&lt;img" in md and "&lt;script>" in md  # shown as text, not dropped
-    assert "`<b>`" in md  # code shows what the model wrote
-    assert reply in bundle["text/plain"]  # plain text is plain
+    html = bundle["text/html"]
+    assert problems(html) == []
+    assert "finish: stop" in shown_text(html) and XSS in shown_text(html)
+    assert f"Here you go: {XSS}" in bundle["text/plain"]  # plain text is plain
 
 
-def test_html_in_every_other_part_is_escaped_too(
-    marked_or_none: Oracle | None,
-) -> None:
-    datas = [
-        json.dumps(
-            {
-                "choices": [
-                    {
-                        "index": 0,
-                        "delta": {
-                            "reasoning_content": f"think {XSS}",
-                            "tool_calls": [
-                                {
-                                    "index": 0,
-                                    "id": "call_1",
-                                    "function": {
-                                        "name": f"x` {XSS} `",
-                                        # a fence of its own, to break out of ours
-                                        "arguments": f'{{"a": 1}}\n```\n{XSS}\n',
-                                    },
-                                }
-                            ],
-                        },
-                    }
-                ]
-            }
-        ),
-        chunk({"refusal": f"No {SCRIPT}"}),
-        chunk({}, f"stop{XSS}"),  # the finish reason is the server's text, too
-    ]
-    turn = build(sse(datas))
-    turn.status = "error"
-    turn.error = ErrorInfo("APIStatusError", f"Invalid value: '{XSS}'")
-    md = final_bundle(turn)["text/markdown"]
-    assert "finish: stop&lt;img" in md
-    args = turn.tool_calls[0].arguments
-    m = re.search(r"^(`{3,})json\n" + re.escape(args) + r"\n\1$", md, re.MULTILINE)
-    assert m is not None and len(m[1]) > 3  # its fence is longer than any in it
-    outside = md.replace(m[0], "")
-    assert "<img" not in outside and "<script" not in outside
-    if marked_or_none is not None:
-        assert_no_live_html(marked_or_none, md, allowed=2)  # only our <sub></sub>
-
-
-def test_a_reply_stopped_inside_a_code_block(marked_or_none: Oracle | None) -> None:
+def test_a_reply_stopped_inside_a_code_block() -> None:
     reply = "Here:\n\n```python\nif a < b:\n    print('<', a)\n"
     turn = text_turn(reply, end="cancel")
     assert turn.status == "cancelled"
-    md = final_bundle(turn)["text/markdown"]
-    assert md.startswith(reply)  # the code as written
-    before_readout = md[: md.index("<sub>")]
-    fences = re.findall(r"^```", before_readout, re.MULTILINE)
-    assert len(fences) == 2  # closed before the readout, which is not shown as code
-    assert "<sub>cancelled · " in md
-    if marked_or_none is not None:
-        assert_no_live_html(marked_or_none, md, allowed=2)
+    html = final_bundle(turn)["text/html"]
+    # the code as written, its block closed before the readout
+    code = "if a &lt; b:\n    print('&lt;', a)\n"
+    assert f'<pre><code class="language-python">{code}</code></pre>\n</div>\n' in html
+    assert '<p class="nbs-readout"><sub>cancelled · ' in html
+
+
+# -- the batch output and %chat history ---------------------------------------------------------
+
+
+def test_the_batch_output_has_no_timings() -> None:
+    turn = fixture_turn("openai_chat_text_usage.sse")
+    bundle = _batch_bundle(turn)
+    assert set(bundle) == {"text/html", "text/plain"}
+    usage = EXP["openai_chat_text_usage.sse"]["usage"]
+    line = (
+        f"complete · {usage['prompt_tokens']} in · {usage['completion_tokens']} out "
+        "tokens · finish: stop"
+    )
+    assert f'<p class="nbs-readout"><sub>{line}</sub></p>' in bundle["text/html"]
+    assert bundle["text/plain"].endswith(f"[{line}]")
+    assert (
+        "first token" not in bundle["text/html"] and "tok/s" not in bundle["text/html"]
+    )
+
+
+def test_history_shows_each_message_in_its_own_block() -> None:
+    conv = Conversation()
+    conv.transcript.append(text_turn("<img src=x onerror=alert(1)>"))
+    turn = build(
+        sse([chunk({"content": "**ok**"}), chunk({}, "stop")]),
+        prompt="<b>me</b> and `code`",
+    )
+    conv.transcript.append(turn)
+    html = _history_html(conv)
+    assert problems(html) == []
+    assert html.count('<div class="nbs-message nbs-user">') == 2
+    assert html.count('<div class="nbs-message nbs-assistant">') == 2
+    assert "&lt;img src=x onerror=alert(1)&gt;" in html
+    assert "<p>&lt;b&gt;me&lt;/b&gt; and <code>code</code></p>" in html
+    assert "<strong>ok</strong>" in html
+    assert _history_text(conv).splitlines() == [
+        "user: Hi",
+        "assistant (complete): <img src=x onerror=alert(1)>",
+        "user: <b>me</b> and `code`",
+        "assistant (complete): **ok**",
+    ]
+    assert "(no turns yet)" in _history_html(Conversation())

@@ -7,7 +7,8 @@ How a cell runs, by where it runs:
   ``await nbstream.magics.run_chat(line, body)``, so the cell stays busy while the reply
   streams (Run All keeps its order) and the kernel still handles the Stop button. The
   reply streams into a ``ReplyView`` widget (deltas only, coalesced to 20 Hz); when it
-  ends, the output is replaced by plain Markdown, which a saved notebook, nbconvert and
+  ends, the output is replaced by static HTML, rendered from the same Markdown by the
+  same rules as the live view (``render.py``), which a saved notebook, nbconvert and
   GitHub show without a kernel.
 - **Jupyter, batch** (nbclient, nbval, papermill: ``allow_stdin=False``): no widget, one
   final deterministic output (no timings in it).
@@ -52,7 +53,7 @@ from .._http.replay import ReplayError
 from .._http.settings import Timeouts, resolve
 from .._http.streams import AsyncStream, Stream
 from .coalesce import Coalescer
-from .render import escape_html_outside_code, final_bundle, readout_text
+from .render import final_bundle, message_html, readout_text, reply_html, wrap_html
 from .render import readout as readout_of
 
 __all__ = [
@@ -130,6 +131,12 @@ class ChatMagics(Magics):
         allow_none=True,
         help="How a fallback model takes over a reply that broke after it started: "
         "'restart', 'prefill' or 'user_turn' (default: keep the partial reply).",
+    ).tag(config=True)
+    allow_images = Bool(
+        False,
+        help="Show images in replies. Off: an image is a link to click (a remote image "
+        "loads without a click, so a prompt-injected reply could send data out in its "
+        "URL). Only http(s) images load even when on.",
     ).tag(config=True)
 
     def __init__(self, shell: InteractiveShell | None = None, **kw: Any) -> None:
@@ -214,7 +221,7 @@ class ChatMagics(Magics):
             conv = registry.conversation(args.name)
             display(
                 {
-                    "text/markdown": _history_markdown(conv),
+                    "text/html": _history_html(conv, self.allow_images),
                     "text/plain": _history_text(conv),
                 },
                 raw=True,
@@ -376,7 +383,7 @@ class ChatMagics(Magics):
 
     def _start_background(self, request: _Request) -> None:
         stream = request.conv.astream(request.message, **request.params)
-        view = _LiveOutput(stream)
+        view = _LiveOutput(stream, self.allow_images)
 
         async def go() -> None:
             # an error or a stop shows in the cell's output, and stays in the transcript
@@ -389,7 +396,7 @@ class ChatMagics(Magics):
 
     async def _run_async(self, request: _Request, mode: Mode) -> None:
         stream = request.conv.astream(request.message, **request.params)
-        view = _LiveOutput(stream) if mode == "interactive" else None
+        view = _LiveOutput(stream, self.allow_images) if mode == "interactive" else None
         ticker = asyncio.get_running_loop().create_task(_keep_loop_awake())
         try:
             await self._consume(stream, view, request)
@@ -417,7 +424,7 @@ class ChatMagics(Magics):
     def _run_sync(self, request: _Request, mode: str) -> None:
         stream = request.conv.stream(request.message, **request.params)
         live = mode == "sync-kernel"
-        view = _LiveOutput(stream) if live else None
+        view = _LiveOutput(stream, self.allow_images) if live else None
         self.running.add(stream)
         interrupted = False
         try:
@@ -452,7 +459,7 @@ class ChatMagics(Magics):
         if view is not None:
             view.finish(turn)
         else:
-            display(_batch_bundle(turn), raw=True)
+            display(_batch_bundle(turn, self.allow_images), raw=True)
 
     def _store(self, request: _Request, turn: Turn) -> None:
         if request.output and self.shell is not None:
@@ -516,13 +523,16 @@ class _Namespace(dict[str, Any]):
 
 class _LiveOutput:
     """The cell's output while a reply streams: a ReplyView fed coalesced deltas, then
-    replaced by plain Markdown when the turn ends."""
+    replaced by static HTML when the turn ends."""
 
-    def __init__(self, stream: AsyncStream | Stream) -> None:
+    def __init__(
+        self, stream: AsyncStream | Stream, allow_images: bool = False
+    ) -> None:
         from .view import ReplyView  # the widget stack loads only when needed
 
         self.turn = stream.turn
-        self.view = ReplyView(on_stop=stream.cancel)
+        self.allow_images = allow_images
+        self.view = ReplyView(on_stop=stream.cancel, allow_images=allow_images)
         self.handle = display(self.view, display_id=True)
         self._coalescer = Coalescer(self._push, _running_loop())
 
@@ -534,46 +544,39 @@ class _LiveOutput:
 
     def finish(self, turn: Turn) -> None:
         self._coalescer.flush()
-        # The Markdown replaces the live view, which then closes: its final traits would
+        # The HTML replaces the live view, which then closes: its final traits would
         # never be seen or saved, so they are not sent (that saves the text once more).
         if self.handle is not None:
-            self.handle.update(final_bundle(turn), raw=True)
+            bundle = final_bundle(turn, allow_images=self.allow_images)
+            self.handle.update(bundle, raw=True)
         self.view.close()
 
 
-def _batch_bundle(turn: Turn) -> dict[str, str]:
+def _batch_bundle(turn: Turn, allow_images: bool = False) -> dict[str, str]:
     """A deterministic final output: no timings (they differ run to run)."""
-    bundle = final_bundle(turn, show_readout=False)
     r = readout_of(turn)
-    line = readout_text(
-        {
-            k: r[k]
-            for k in (
-                "status",
-                "input_tokens",
-                "output_tokens",
-                "estimated",
-                "finish_reason",
-            )
-        }
-    )
-    bundle["text/markdown"] += f"\n\n<sub>{line.replace('<', '&lt;')}</sub>"
-    bundle["text/plain"] += f"\n\n[{line}]"
-    return bundle
+    keys = ("status", "input_tokens", "output_tokens", "estimated", "finish_reason")
+    line = readout_text({k: r[k] for k in keys})
+    return final_bundle(turn, readout_line=line, allow_images=allow_images)
 
 
-def _history_markdown(conv: Conversation) -> str:
-    # what people and models wrote is escaped: HTML in it shows as text
-    parts = []
+def _history_html(conv: Conversation, allow_images: bool = False) -> str:
+    # each message a block of its own, its role label in an element of its own: nothing
+    # a message holds can run into the label or the next message
+    blocks = []
     for turn in conv.transcript:
         for m in turn.request.messages:
-            said = escape_html_outside_code(str(m.get("content")))
-            parts.append(
-                f"**{escape_html_outside_code(str(m.get('role', 'user')))}:** {said}"
+            role = str(m.get("role", "user"))
+            blocks.append(
+                message_html(role, m.get("content"), allow_images=allow_images)
             )
-        reply = escape_html_outside_code(turn.text or "")
-        parts.append(f"**assistant** *({turn.status})*: {reply}")
-    return "\n\n".join(parts) or "*(no turns yet)*"
+        reply = reply_html(turn, allow_images=allow_images)
+        blocks.append(
+            message_html("assistant", None, note=turn.status, body_html=reply)
+        )
+    if not blocks:
+        blocks.append("<p><em>(no turns yet)</em></p>\n")
+    return wrap_html(blocks, "history")
 
 
 def _history_text(conv: Conversation) -> str:

@@ -1,26 +1,58 @@
-"""Pure presentation helpers shared by the magic, the widget and the terminal:
-the usage readout, and the final Markdown of a reply. No I/O, no IPython.
+"""Pure presentation helpers shared by the magic, the widget and the terminal: the usage
+readout, and the final HTML of a reply. No I/O, no IPython.
 
->>> escape_html_outside_code("Use <b> but `<b>` stays")
-'Use &lt;b> but `<b>` stays'
+Model text is Markdown rendered by markdown-it-py, a port of markdown-it 14.1.0, the
+renderer the live views use (js/src/md.js), with the same options and rules, so the
+saved output shows what the live view showed:
+
+- CommonMark, plus GFM tables and strikethrough; no linkify, no typographer.
+- Raw HTML in the text is shown as text.
+- Links only to ``http:``, ``https:`` and ``mailto:``, opening in a new tab without the
+  opener or the referrer; anything else (``javascript:``, ``data:``, relative) is text.
+- Images are links ("image: ALT", not loaded) unless ``allow_images``: a remote image
+  loads without a click, the usual way a prompt-injected reply sends data out. Even when
+  allowed, only ``http(s)`` images load.
+
+Everything else (reasoning, tool calls, refusal, error, the readout) is escaped text.
+The whole output sits in an element with the class ``mathjax_ignore``: JupyterLab does
+not typeset ``$…$`` in it (the live view does not either).
+
+>>> render_markdown("Raw <b>, `<b>` and [x](javascript:alert(1))")
+'<p>Raw &lt;b&gt;, <code>&lt;b&gt;</code> and [x](javascript:alert(1))</p>\\n'
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Sequence
 from typing import Any
+
+from markdown_it import MarkdownIt
+from markdown_it.common.utils import escapeHtml
+from markdown_it.renderer import RendererHTML
+from markdown_it.rules_core import StateCore
+from markdown_it.token import Token
+from markdown_it.utils import EnvType, OptionsDict
 
 from .._core.transcript import Turn
 
-__all__ = ["escape_html_outside_code", "final_bundle", "readout", "readout_text"]
+__all__ = [
+    "final_bundle",
+    "message_html",
+    "readout",
+    "readout_text",
+    "render_markdown",
+    "reply_html",
+    "wrap_html",
+]
 
-_NEWLINE = re.compile(r"(\r\n|\r|\n)")  # Markdown's line endings, and no others
-_OPEN = re.compile(r"( {0,3})(`{3,}|~{3,})(.*)")
-_CLOSE_LIKE = re.compile(r"[ \t]*(`+|~+)[`~]*[ \t]*")
-_TICKS = re.compile(r"`+")
-# In a paragraph with any of these, a renderer may pair backticks differently from
-# CommonMark (links, autolinks, link definitions, table cells, escapes, math).
-_UNSURE = ("](", "]:", "://", "www.", "|", "\\", "$")
+# re.ASCII: no Unicode case folding (U+017F is not "s"), as in JavaScript's /i
+_LINK_OK = re.compile(r"(?:https?|mailto):", re.IGNORECASE | re.ASCII)
+_IMAGE_OK = re.compile(r"https?:", re.IGNORECASE | re.ASCII)
+_ALIGN = re.compile(r"text-align:(left|right|center)")
+_LANGUAGE = re.compile(r"[A-Za-z0-9_+#.-]*(?:[ \t].*)?", re.DOTALL)
+# JupyterLab's MathJax 3 skips mathjax_ignore; MathJax 2 (nbconvert, classic) tex2jax_ignore
+_WRAPPER = "mathjax_ignore tex2jax_ignore"
 
 
 def readout(turn: Turn) -> dict[str, Any]:
@@ -70,141 +102,197 @@ def readout_text(r: dict[str, Any]) -> str:
     return " · ".join(p for p in parts if p)
 
 
-def escape_html_outside_code(md: str) -> str:
-    """Escape ``<`` outside code spans and fences, so raw HTML in a reply shows as
-    text in every Markdown renderer (JupyterLab, nbconvert, GitHub).
-
-    Code is left as it is only where CommonMark and marked agree that it is code;
-    where that is in doubt, ``<`` is escaped there too: ``&lt;`` shown in code is a
-    lesser evil than live HTML from a model.
-    """
-    return _escape(md)[0]
+# -- Markdown ---------------------------------------------------------------------------
 
 
-def _escape(md: str) -> tuple[str, str | None, bool]:
-    """``(escaped, closer, unsure)``: ``closer`` is the line that closes the fence
-    ``md`` ends in (if any); ``unsure``: the block structure at the end is in doubt."""
+def _plain(tokens: Sequence[Token] | None) -> str:
+    """An image's alt text: the text of its description, markup stripped."""
     out: list[str] = []
-    para: list[str] = []  # the lines of the current paragraph, not yet escaped
-    fence: tuple[str, int, int] | None = None  # its character, length, indentation
-    unsure = False  # from here on, everything is escaped
-    nested = False  # a fence may have opened inside a list item or quote ("- ```")
-    pieces = _NEWLINE.split(md)
-    for i in range(0, len(pieces), 2):
-        line = pieces[i]
-        end = pieces[i + 1] if i + 1 < len(pieces) else ""
-        if unsure:
-            out.append(line.replace("<", "&lt;") + end)
-        elif fence is None:
-            m = _OPEN.fullmatch(line)
-            if m and not (m[2][0] == "`" and "`" in m[3]):
-                # In doubt: an indented fence may close a nested one ("- ```") instead;
-                # marked lets a link definition take this line as its target, and
-                # markdown-it may read a line with a "|" as a table's first row.
-                unsure = (
-                    (nested and m[1] != "")
-                    or "|" in m[3]
-                    or any("]:" in p for p in para)
-                )
-                nested = nested and m[1] != ""  # at the margin it ends every list
-                out.append(_escape_prose("".join(para)))
-                para = []
-                fence = (m[2][0], len(m[2]), len(m[1]))
-                out.append(m[1] + m[2] + m[3].replace("<", "&lt;") + end)
-            elif line.strip(" "):
-                para.append(line + end)
-                nested = nested or "```" in line or "~~~" in line
-            else:  # a blank line ends the paragraph
-                out.append(_escape_prose("".join(para)) + line + end)
-                para = []
-        else:
-            char, length, indent = fence
-            width = len(line.expandtabs(4)) - len(line.expandtabs(4).lstrip(" "))
-            c = _CLOSE_LIKE.fullmatch(line)
-            if indent and line.strip(" \t") and width < indent:
-                unsure = True  # this may have ended a list item, and the fence in it
-            elif c is not None and c[1][0] == char and len(c[1]) >= length:
-                if re.fullmatch(f" {{0,3}}{re.escape(char)}+ *", line):
-                    out.append(line + end)
-                    fence = None
-                    continue
-                unsure = width < 4 or indent > 0  # a closer to some renderers only
-            out.append(line.replace("<", "&lt;") + end if unsure else line + end)
-    out.append(_escape_prose("".join(para)))
-    if fence is None or unsure:
-        return "".join(out), None, unsure
-    return "".join(out), " " * fence[2] + fence[0] * fence[1], False
-
-
-def _escape_prose(text: str) -> str:
-    """Escape ``<`` in one paragraph, except in its code spans (CommonMark pairing:
-    a run of backticks closes at the next run of the same length)."""
-    if "<" not in text:
-        return text
-    runs = list(_TICKS.finditer(text))
-    following: list[int | None] = [None] * len(runs)
-    last: dict[int, int] = {}
-    for i in range(len(runs) - 1, -1, -1):
-        n = len(runs[i][0])
-        following[i] = last.get(n)
-        last[n] = i
-    spans: list[tuple[int, int]] = []
-    i = 0
-    while i < len(runs):
-        j = following[i]
-        if j is None:
-            i += 1
-            continue
-        spans.append((runs[i].start(), runs[j].end()))
-        i = j + 1
-    if any(u in text for u in _UNSURE) or any(
-        "\n" in text[a:b] or "\r" in text[a:b] for a, b in spans
-    ):
-        spans = []  # a renderer may pair these backticks differently
-    out: list[str] = []
-    pos = 0
-    for a, b in spans:
-        out.append(text[pos:a].replace("<", "&lt;"))
-        out.append(text[a:b])
-        pos = b
-    out.append(text[pos:].replace("<", "&lt;"))
+    for t in tokens or ():
+        if t.type in ("text", "text_special", "code_inline"):
+            out.append(t.content)
+        elif t.type == "image":
+            out.append(_plain(t.children))
+        elif t.type in ("softbreak", "hardbreak"):
+            out.append("\n")
     return "".join(out)
 
 
-def final_bundle(turn: Turn, *, show_readout: bool = True) -> dict[str, str]:
-    """The reply as a display bundle (Markdown and plain text) that renders without a
-    kernel or widget manager: in a saved notebook, nbconvert, GitHub."""
+def _to_text(token: Token) -> None:
+    token.type = "text"
+    token.tag = ""
+    token.nesting = 0
+    token.attrs = {}
+    token.content = ""
+
+
+def _safety(state: StateCore) -> None:
+    """After inline parsing: a fence keeps a plain language name only; a link to a scheme that is not allowed becomes its text
+    (``[a]()`` gets this far), an allowed one gets rel and target, an image inside a
+    link is marked (shown as text, not as a link in a link); table alignment becomes an
+    ``align`` attribute instead of a style."""
+    for block in state.tokens:
+        # a language name of letters, digits and _+#.- only (it becomes a class)
+        if block.type == "fence" and not _LANGUAGE.fullmatch(block.info):
+            block.info = ""
+        if block.type in ("th_open", "td_open") and block.attrs:
+            style = str(block.attrs.get("style", ""))
+            block.attrs = {}
+            m = _ALIGN.fullmatch(style)
+            if m:
+                block.attrSet("align", m[1])
+        if block.type != "inline" or not block.children:
+            continue
+        kept: list[bool] = []  # is each enclosing link kept?
+        for token in block.children:
+            if token.type == "link_open":
+                ok = bool(_LINK_OK.match(str(token.attrGet("href") or "")))
+                kept.append(ok)
+                if ok:
+                    token.attrSet("rel", "noopener noreferrer")
+                    token.attrSet("target", "_blank")
+                else:
+                    _to_text(token)
+            elif token.type == "link_close":
+                if not (kept.pop() if kept else False):
+                    _to_text(token)
+            elif token.type == "image" and any(kept):
+                token.meta["inLink"] = True
+
+
+class _Renderer(RendererHTML):
+    def image(
+        self, tokens: Sequence[Token], idx: int, options: OptionsDict, env: EnvType
+    ) -> str:
+        token = tokens[idx]
+        src = str(token.attrGet("src") or "")
+        alt = _plain(token.children)
+        if env.get("allowImages") and _IMAGE_OK.match(src):
+            token.attrSet("alt", alt)
+            return self.renderToken(tokens, idx, options, env)
+        label = escapeHtml(f"image: {alt or src}")
+        if token.meta.get("inLink") or not _LINK_OK.match(src):
+            return f'<span class="nbs-image">{label}</span>'
+        return (
+            f'<a href="{escapeHtml(src)}" rel="noopener noreferrer" target="_blank"'
+            f' class="nbs-image">{label}</a>'
+        )
+
+
+class _Markdown(MarkdownIt):
+    def validateLink(self, url: str) -> bool:
+        return bool(_LINK_OK.match(url))
+
+
+def _parser() -> MarkdownIt:
+    options = {"html": False, "linkify": False, "typographer": False, "breaks": False}
+    md = _Markdown("commonmark", options, renderer_cls=_Renderer)
+    md.enable(["table", "strikethrough"])
+    md.core.ruler.push("nbstream_safety", _safety)
+    return md
+
+
+_MD = _parser()
+
+
+def render_markdown(text: str, *, allow_images: bool = False) -> str:
+    """Model text (Markdown) → HTML, as the live views render it (js/src/md.js)."""
+    return str(_MD.render(text, {"allowImages": allow_images}))
+
+
+# -- the pieces of an output ------------------------------------------------------------
+
+
+def _lines(text: str) -> str:
+    """Escaped text with its line breaks kept."""
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    return escapeHtml(text).replace("\n", "<br />\n")
+
+
+def _reply_parts(turn: Turn, allow_images: bool) -> list[str]:
     parts: list[str] = []
     if turn.reasoning:
-        quoted = "\n".join("> " + line for line in turn.reasoning.splitlines())
-        parts.append(f"> **Reasoning**\n>\n{quoted}\n")
-    if turn.text:
-        parts.append(turn.text)
-    for call in turn.tool_calls:
-        # a fence longer than any run of backticks in the arguments, which cannot end it
-        ticks = max((len(t) for t in _TICKS.findall(call.arguments)), default=0)
-        fence = "`" * max(3, ticks + 1)
         parts.append(
-            f"**Tool call** `{call.name}`\n\n{fence}json\n{call.arguments}\n{fence}"
+            '<details class="nbs-reasoning"><summary>Reasoning</summary>\n'
+            f"<p>{_lines(turn.reasoning)}</p>\n</details>\n"
+        )
+    if turn.text:
+        body = render_markdown(turn.text, allow_images=allow_images)
+        parts.append(f'<div class="nbs-text">\n{body}</div>\n')
+    for call in turn.tool_calls:
+        parts.append(
+            '<details class="nbs-tool-call" open><summary>Tool call '
+            f"<code>{escapeHtml(call.name)}</code></summary>\n"
+            f"<pre><code>{escapeHtml(call.arguments)}</code></pre>\n</details>\n"
         )
     if turn.refusal:
-        parts.append(f"**Refusal:** {turn.refusal}")
+        parts.append(
+            f'<p class="nbs-refusal"><strong>Refusal:</strong> {_lines(turn.refusal)}</p>\n'
+        )
     if turn.error is not None:
-        parts.append(f"**Error:** {turn.error.message}")
-    # Each part is escaped, and a fence it leaves open (a reply stopped in the middle
-    # of a code block) is closed, so what follows is not shown as code.
-    escaped: list[str] = []
-    unsure = False
-    for part in parts:
-        if unsure:  # the structure is in doubt: nothing after it is left as it is
-            escaped.append(part.replace("<", "&lt;"))
-            continue
-        text, closer, unsure = _escape(part)
-        if closer is not None:
-            text += ("" if text.endswith(("\n", "\r")) else "\n") + closer
-        escaped.append(text)
-    md = "\n\n".join(escaped) if escaped else "*(no reply)*"
-    line = readout_text(readout(turn))
+        parts.append(
+            '<p class="nbs-error"><strong>Error:</strong> '
+            f"{_lines(turn.error.message)}</p>\n"
+        )
+    return parts
+
+
+def wrap_html(parts: Iterable[str], kind: str = "reply") -> str:
+    """The parts of one output in the element that keeps MathJax out."""
+    return f'<div class="nbstream-{kind} {_WRAPPER}">\n{"".join(parts)}</div>\n'
+
+
+def message_html(
+    role: str,
+    content: Any = None,
+    *,
+    note: str | None = None,
+    body_html: str | None = None,
+    allow_images: bool = False,
+) -> str:
+    """One message of a conversation as a block of its own: the role label in its own
+    element, the content in another (Markdown if it is text; ``body_html`` if given,
+    HTML already made safe), so nothing the content holds can run into the label.
+
+    >>> message_html("user", "Hi <b>")
+    '<div class="nbs-message nbs-user">\\n<div class="nbs-role"><strong>user</strong></div>\\n<div class="nbs-content">\\n<p>Hi &lt;b&gt;</p>\\n</div>\\n</div>\\n'
+    """
+    label = escapeHtml(role) + (f" <em>({escapeHtml(note)})</em>" if note else "")
+    if body_html is not None:
+        body = body_html
+    elif isinstance(content, str):
+        body = render_markdown(content, allow_images=allow_images)
+    elif content is None:
+        body = ""
+    else:  # content parts (images, tool results …): shown as they are
+        body = f"<pre><code>{escapeHtml(str(content))}</code></pre>\n"
+    return (
+        f'<div class="nbs-message nbs-{_css_word(role)}">\n'
+        f'<div class="nbs-role"><strong>{label}</strong></div>\n'
+        f'<div class="nbs-content">\n{body}</div>\n</div>\n'
+    )
+
+
+def _css_word(role: str) -> str:
+    return re.sub(r"[^a-z0-9-]", "", role.lower()) or "message"
+
+
+def reply_html(turn: Turn, *, allow_images: bool = False) -> str:
+    """The reply's HTML parts (reasoning, text, tool calls, refusal, error), unwrapped."""
+    return "".join(_reply_parts(turn, allow_images))
+
+
+def final_bundle(
+    turn: Turn,
+    *,
+    show_readout: bool = True,
+    readout_line: str | None = None,
+    allow_images: bool = False,
+) -> dict[str, str]:
+    """The reply as a display bundle (HTML and plain text) that shows without a kernel
+    or widget manager: in a saved notebook, nbconvert, GitHub. ``readout_line`` replaces
+    the readout (the batch output's has no timings)."""
+    parts = _reply_parts(turn, allow_images) or ["<p><em>(no reply)</em></p>\n"]
     said = [turn.text] if turn.text else []
     said += [f"Tool call {c.name}: {c.arguments}" for c in turn.tool_calls]
     if turn.refusal:
@@ -213,7 +301,7 @@ def final_bundle(turn: Turn, *, show_readout: bool = True) -> dict[str, str]:
         said.append(f"Error: {turn.error.message}")
     plain = "\n\n".join(said) or "(no reply)"
     if show_readout:
-        # escaped too: the finish reason in it is whatever the server sent
-        md += f"\n\n<sub>{line.replace('<', '&lt;')}</sub>"
+        line = readout_line if readout_line is not None else readout_text(readout(turn))
+        parts.append(f'<p class="nbs-readout"><sub>{escapeHtml(line)}</sub></p>\n')
         plain += f"\n\n[{line}]"
-    return {"text/markdown": md, "text/plain": plain}
+    return {"text/html": wrap_html(parts), "text/plain": plain}

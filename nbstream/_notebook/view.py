@@ -3,7 +3,8 @@
 The text travels as numbered delta messages, coalesced by the caller, so kernel→browser
 traffic stays linear in the reply's length; a view that starts late or misses a delta
 asks for a snapshot. The view lives only while the reply streams: the magic then replaces
-it with Markdown, so it needs no traits of its own.
+it with static HTML (render.py, the same rules as the view's js/src/md.js), so its one
+trait is whether images may load.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import anywidget
+import traitlets
 
 from .._core.transcript import Turn
 from .render import readout
@@ -75,10 +77,13 @@ class LiveText:
 
 class ReplyView(anywidget.AnyWidget):
     """One reply, live. ``push()`` sends a delta; the magic replaces the view with
-    Markdown when the turn ends."""
+    static HTML when the turn ends."""
 
     _esm = static_asset("reply.js")
     _css = static_asset("reply.css")
+    allow_images = traitlets.Bool(
+        False, help="Show images; otherwise each is a link (not loaded)."
+    ).tag(sync=True)
 
     def __init__(self, on_stop: Callable[[], None] | None = None, **kw: Any) -> None:
         super().__init__(**kw)

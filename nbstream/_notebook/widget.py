@@ -93,6 +93,12 @@ class ChatWidget(anywidget.AnyWidget):
     title = traitlets.Unicode(
         "", help="What the panel shows as its heading (the model)."
     ).tag(sync=True)
+    allow_images = traitlets.Bool(
+        False,
+        help="Show images in replies. Off: each is a link to click (a remote image "
+        "loads without a click, so a prompt-injected reply could send data out in its "
+        "URL). Only http(s) images load even when on.",
+    ).tag(sync=True)
 
     def __init__(
         self,
@@ -104,12 +110,14 @@ class ChatWidget(anywidget.AnyWidget):
         client: Client | None = None,
         conversation: Conversation | None = None,
         recover: str | None = None,
+        allow_images: bool = False,
         **params: Any,
     ) -> None:
         r"""``model`` may be a list: the first is asked, the others take over in turn
         when it fails (model names on the same server, or other ``Client``\ s);
         ``recover`` says how one takes over a reply that broke after it started
-        (``restart``, ``prefill``, ``user_turn``)."""
+        (``restart``, ``prefill``, ``user_turn``). ``allow_images``: show images in
+        replies (off: each is a link; see the trait)."""
         if conversation is None:
             if client is None:
                 asked, fallbacks = _models(model)
@@ -127,6 +135,7 @@ class ChatWidget(anywidget.AnyWidget):
             title=self.conversation.client.model,
             messages=first,
             totals=_totals(self.transcript),
+            allow_images=allow_images,
         )
         self._stream: AsyncStream | None = None
         self._task: asyncio.Task[Turn | None] | None = None
