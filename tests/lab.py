@@ -122,7 +122,12 @@ class Lab:
         settings = dirs["JUPYTER_CONFIG_DIR"] / "lab" / "user-settings" / "@jupyterlab"
         for ext, name, value in (
             ("apputils-extension", "notification", {"fetchNews": "false"}),
-            ("notebook-extension", "tracker", {"windowingMode": "none"}),
+            # every output shown (the default shows 50, then a "show more" button)
+            (
+                "notebook-extension",
+                "tracker",
+                {"windowingMode": "none", "maxNumberOutputs": 1000},
+            ),
         ):
             (settings / ext).mkdir(parents=True, exist_ok=True)
             (settings / ext / f"{name}.jupyterlab-settings").write_text(

@@ -11,9 +11,11 @@ them costs ~20 s); each test begins from an idle panel.
 from __future__ import annotations
 
 import ast
+import json
 import re
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -35,6 +37,31 @@ SECRET = "sk-fake-BROWSERSECRET-0123456789abcdef"
 MODEL = "browser-test-model"
 USAGE = {"prompt_tokens": 12, "completion_tokens": 42, "total_tokens": 54}
 
+CORPUS_PATH = Path(__file__).resolve().parent / "markdown_corpus.json"
+CORPUS = json.loads(CORPUS_PATH.read_text("utf-8"))["cases"]
+# Every case of the corpus in every part of a turn (reply, reasoning, tool call,
+# refusal, finish reason, error), shown as %%chat shows a final reply, and kept as the
+# conversation "hostile" for %chat history.
+SHOW_CORPUS = f"""\
+import json
+from IPython.display import display
+import nbstream
+from nbstream import ErrorInfo, Request, Turn
+from nbstream._notebook.render import final_bundle
+conv = nbstream.conversation("hostile")
+for case in json.load(open({str(CORPUS_PATH)!r}, encoding="utf-8"))["cases"]:
+    md = case["markdown"]
+    d = Turn(Request([{{"role": "user", "content": md}}], "m", "openai", "u")).to_dict()
+    call = {{"index": 0, "id": "c1", "name": md, "arguments": md, "input": None,
+            "error": None, "complete": True}}
+    d["choices"][0].update(text=md, reasoning=md, refusal=md, finish_reason="stop" + md,
+                           tool_calls=[call])
+    d["status"], d["error"] = "error", ErrorInfo("APIStatusError", md).to_dict()
+    turn = Turn.from_dict(d)
+    conv.transcript.append(turn)
+    display(final_bundle(turn), raw=True)
+"""
+
 CELLS = [
     "import nbstream\nchat = nbstream.ChatWidget()\nchat",  # 0: the panel
     "chat",  # 1: a second view of the same widget
@@ -42,8 +69,41 @@ CELLS = [
     "%load_ext nbstream",  # 3
     "%%chat\nTell me a long story.",  # 4: stopped mid-reply
     "%%chat\nNow the short version, in Markdown.",  # 5: runs to the end
+    SHOW_CORPUS,  # 6: the final output of every hostile case
+    "%chat history hostile",  # 7
+    "%%chat -c page\nShow me a web page.",  # 8: a hostile reply, live then final
+    "%%chat -c cpp\nWhich container?",  # 9: the live view and the saved output agree
 ]
 CHECK_CELL = 2
+
+# Installed in the page before JupyterLab loads: counts what must never happen. The
+# corpus calls window.__nbsHit from every payload; alert and friends are counted too,
+# and so is every error event on an element with an onerror attribute (an <img> that
+# failed to load would have run it), and every live element added to an output.
+HOOK = """(() => {
+  const hits = (window.__nbsHits = []);
+  window.__nbsHit = (what) => hits.push(`hit:${what}`);
+  for (const name of ["alert", "confirm", "prompt"]) {
+    window[name] = (what) => hits.push(`${name}:${what}`);
+  }
+  window.addEventListener("error", (e) => {
+    const t = e.target;
+    if (t && t !== window && t.hasAttribute && t.hasAttribute("onerror")) {
+      hits.push(`onerror:${t.tagName}`);
+    }
+  }, true);
+  const LIVE = "script, iframe, img, object, embed, svg, style, form, [onerror], [onload]";
+  new MutationObserver((records) => {
+    for (const r of records) {
+      for (const n of r.addedNodes) {
+        if (n.nodeType !== 1 || !n.closest(".jp-OutputArea-output")) continue;
+        for (const el of [n, ...n.querySelectorAll("*")]) {
+          if (el.matches(LIVE)) hits.push(`element:${el.tagName}`);
+        }
+      }
+    }
+  }).observe(document, { childList: true, subtree: true });
+})();"""
 
 
 def words(n: int, prefix: str = "w") -> list[str]:
@@ -129,6 +189,7 @@ def frames() -> Frames:
 def nb(browser: Any, lab: Lab, frames: Frames) -> Iterator[Notebook]:
     page = browser.new_page(viewport={"width": 1100, "height": 1000})
     page.set_default_timeout(15_000)
+    page.add_init_script(HOOK)
     page.on("websocket", frames.attach)
     try:
         notebook = Notebook(page, lab, "chat.ipynb").open()
@@ -523,10 +584,10 @@ def test_magic_streams_into_the_cell_and_stops(
     view.get_by_role("button", name="Stop").click()
     assert srv.wait_for(lambda: seen.client_closed_at is not None, 5)
     nb.wait_cell_done(4, 15)
-    # the live view was replaced by Markdown: the partial story, stopped
+    # the live view was replaced by HTML: the partial story, stopped
     out = nb.output(4)
     wait_until(lambda: out.locator(".nbs-reply").count() == 0, 5, "the view to go")
-    md = out.locator(".jp-RenderedMarkdown")
+    md = out.locator(".jp-RenderedHTMLCommon .nbstream-reply")
     assert md.count() >= 1
     assert md.locator("h2").first.inner_text() == "A long story"
     text = md.first.inner_text()
@@ -535,11 +596,11 @@ def test_magic_streams_into_the_cell_and_stops(
     nb.screenshot("magic-2-stopped", nb.cell(4))
 
 
-def test_magic_final_output_is_markdown(nb: Notebook, srv: LoopbackServer) -> None:
+def test_magic_final_output_is_html(nb: Notebook, srv: LoopbackServer) -> None:
     nb.run(3)
     srv.enqueue(Reply.events(openai_chunks(SHORT, usage=USAGE), delay=0.02))
     nb.run(5, timeout=30)
-    md = nb.output(5).locator(".jp-RenderedMarkdown").first
+    md = nb.output(5).locator(".jp-RenderedHTMLCommon .nbstream-reply").first
     md.wait_for()
     assert md.locator("h2").inner_text() == "The short version"
     assert md.locator("strong").inner_text() == "dark"
@@ -547,3 +608,138 @@ def test_magic_final_output_is_markdown(nb: Notebook, srv: LoopbackServer) -> No
     assert "print('hello')" in md.locator("pre").inner_text()
     assert "complete" in md.inner_text() and "42 out tokens" in md.inner_text()
     nb.screenshot("magic-3-final", nb.cell(5))
+
+
+# -- hostile Markdown in JupyterLab's own rendering ---------------------------------------
+
+
+def hits(nb: Notebook) -> list[str]:
+    return list(nb.page.evaluate("() => window.__nbsHits"))
+
+
+def outputs(out: Any) -> Any:
+    """What the outputs themselves hold (not JupyterLab's prompts and icons)."""
+    return out.locator(".jp-OutputArea-output")
+
+
+def no_math(out: Any) -> None:
+    """MathJax typeset nothing in ``out`` (JupyterLab typesets HTML outputs)."""
+    assert out.locator("mjx-container, .MathJax, .MathJax_Preview").count() == 0
+
+
+def test_final_outputs_of_the_hostile_corpus_run_nothing(nb: Notebook) -> None:
+    nb.run(6, timeout=60)
+    out = nb.output(6)
+    replies = out.locator(".jp-RenderedHTMLCommon .nbstream-reply")
+    wait_until(lambda: replies.count() == len(CORPUS), 15, "every case shown")
+    nb.page.wait_for_timeout(1500)  # failed image loads and MathJax have had their go
+    assert hits(nb) == []
+    assert outputs(out).locator("script, iframe, img, svg, object, embed").count() == 0
+    live = "[onerror], [onload], [onmouseover], [ontoggle]"
+    assert outputs(out).locator(live).count() == 0
+    hrefs = out.locator("a").evaluate_all("els => els.map(a => a.getAttribute('href'))")
+    assert hrefs and all(re.match(r"(?i)(https?|mailto):", h) for h in hrefs), hrefs
+    no_math(out)
+    text = out.inner_text()
+    assert "window.__nbsHit('img')" in text  # the payloads are shown, as text
+    assert "$\\pi r^2$" in text  # math is not typeset: shown as written
+    nb.screenshot("hostile-1-final-outputs")  # the cell is ~30,000 px high
+
+
+def test_history_of_the_hostile_corpus_runs_nothing(nb: Notebook) -> None:
+    nb.run(7, timeout=60)
+    out = nb.output(7)
+    history = out.locator(".jp-RenderedHTMLCommon .nbstream-history")
+    history.wait_for()
+    # each message a block of its own, its label an element of its own
+    assert history.locator(".nbs-message.nbs-user").count() == len(CORPUS)
+    assert history.locator(".nbs-message.nbs-assistant .nbs-role").count() == len(
+        CORPUS
+    )
+    starts_with_fence = next(
+        i for i, c in enumerate(CORPUS) if c["markdown"].startswith("```html")
+    )
+    reply = history.locator(".nbs-message.nbs-assistant").nth(starts_with_fence)
+    assert (
+        reply.locator(".nbs-content pre code")
+        .first.inner_text()
+        .startswith("<!DOCTYPE html>")
+    )
+    nb.page.wait_for_timeout(1500)
+    assert hits(nb) == []
+    assert outputs(out).locator("script, iframe, img, svg, object, embed").count() == 0
+    no_math(out)
+
+
+PAGE_REPLY = [
+    "```html\n<!DOCTYPE html>\n<html><body onload=\"window.__nbsHit('onload')\">\n",
+    "<script>window.__nbsHit('fenced')</script>\n</body></html>\n```\n\n",
+    "$ a\n   ```\n<img src=x onerror=\"window.__nbsHit('math-trap')\">\n   ```\n$ b\n\n",
+    "Also <script>window.__nbsHit('inline')</script> and ",
+    "[x](javascript:window.__nbsHit('link')) and ![i](https://img.invalid/x.png).",
+]
+
+
+def test_a_hostile_reply_runs_nothing_live_or_final(
+    nb: Notebook, srv: LoopbackServer
+) -> None:
+    nb.run(3)
+    srv.enqueue(Reply.events(openai_chunks(PAGE_REPLY, usage=USAGE), delay=0.05))
+    nb.run(8, timeout=30)
+    out = nb.output(8)
+    final = out.locator(".jp-RenderedHTMLCommon .nbstream-reply")
+    final.wait_for()
+    links = final.locator("a")
+    for i in range(links.count()):
+        links.nth(i).click(modifiers=["Control"])  # nothing of theirs runs on a click
+    nb.page.wait_for_timeout(1500)
+    assert hits(nb) == []
+    assert outputs(out).locator("script, iframe, img").count() == 0
+    shown = final.locator(".nbs-text").inner_text()
+    assert "<script>window.__nbsHit('fenced')</script>" in shown
+    assert "image: i" in shown  # an image is a link, not loaded
+    no_math(out)
+
+
+# a reply that the escaping this replaced saved differently from what was shown
+CPP_REPLY = [
+    "Use `std::vector<int>` (see https://en.cppreference.com/w/cpp/container/vector",
+    " or [the docs](https://isocpp.org/std/the-standard)) | not a table.\n\n",
+    "- costs $5 and $6, `a<b>` \\\\(x\\\\)\n- &copy; &notit; `` ` ``\n\n",
+    "```cpp\nstd::vector<int> v{1, 2};\n```\n\n",
+    "Done <b>now</b>.",
+]
+
+
+def test_the_saved_output_shows_what_the_live_view_showed(
+    nb: Notebook, srv: LoopbackServer
+) -> None:
+    nb.run(3)
+    datas = openai_chunks(CPP_REPLY, usage=USAGE)
+    gate = Gate()
+    n = 1 + len(CPP_REPLY)  # the role chunk and the text
+    srv.enqueue(Reply(chunks=[*paced(datas[:n], 0.05), gate, *sse(datas[n:])]))
+    before = len(srv.requests)
+    nb.run(9, wait=False)
+    seen = new_request(srv, before)
+    assert srv.wait_for(lambda: seen.stalled_at is not None, 10)
+    body = nb.output(9).locator(".nbs-reply .nbs-body")
+    wait_until(lambda: "Done <b>now</b>." in body.inner_text(), 10, "all the text")
+    nb.page.wait_for_timeout(300)  # the last paint
+    body.evaluate("b => b.querySelectorAll('.nbs-copy').forEach(c => c.remove())")
+    live = body.inner_text()
+    live_html = body.inner_html()
+    # the same elements: markdown-it in the page, markdown-it-py in the kernel
+    tags = "el => [...el.querySelectorAll('*')].map(e => e.tagName).join(' ')"
+    live_tags = body.evaluate(tags)
+    gate.open()
+    nb.wait_cell_done(9, 15)
+    saved = nb.output(9).locator(".jp-RenderedHTMLCommon .nbstream-reply .nbs-text")
+    saved.wait_for()
+    assert saved.inner_text() == live
+    assert "std::vector<int>" in live and "&lt;" not in live
+    assert "$5 and $6" in live and "\\(x\\)" in live
+    assert saved.evaluate(tags) == live_tags
+    assert "<code>std::vector&lt;int&gt;</code>" in live_html
+    no_math(nb.output(9))
+    nb.screenshot("magic-4-saved-equals-live", nb.cell(9))
