@@ -326,17 +326,20 @@ def _peak(times: list[float], window: float = 1.0) -> int:
 
 
 def _shown_words(html_text: str) -> str:
-    """The words an HTML output shows, one space between each."""
+    """The words an output shows (HTML tags or not), one space between each."""
     return " ".join(html.unescape(re.sub(r"<[^>]*>", " ", html_text)).split())
 
 
-def _final_html(recs: list[Rec], last_update: bytes | None) -> str:
+def _final_output(recs: list[Rec], last_update: bytes | None) -> str:
+    """The last output's HTML (nbstream's) or Markdown (the naive strategy's)."""
     if last_update is not None:
-        return str(json.loads(last_update)["data"].get("text/html", ""))
-    shown = [r for r in recs if r.type in ("display_data", "execute_result")]
-    if not shown or shown[-1].content is None:
-        return ""
-    return str(json.loads(shown[-1].content)["data"].get("text/html", ""))
+        data = json.loads(last_update)["data"]
+    else:
+        shown = [r for r in recs if r.type in ("display_data", "execute_result")]
+        if not shown or shown[-1].content is None:
+            return ""
+        data = json.loads(shown[-1].content)["data"]
+    return str(data.get("text/html") or data.get("text/markdown") or "")
 
 
 def measure(
@@ -369,9 +372,9 @@ def measure(
     checks: dict[str, Any] = {}
     errors = [json.loads(r.content) for r in recs if r.type == "error" and r.content]
     checks["error"] = errors[0]["ename"] if errors else None
-    shown = _shown_words(_final_html(recs, kernel.tap.last_update.get(msg_id)))
+    shown = _shown_words(_final_output(recs, kernel.tap.last_update.get(msg_id)))
     has_text = " ".join(text.split()) in shown
-    checks["final_html_has_text"] = has_text
+    checks["final_output_has_text"] = has_text
     complete = has_text and not errors
     dropped = 0
 

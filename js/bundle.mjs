@@ -6,8 +6,9 @@ import { fileURLToPath } from "node:url";
 const ENTITIES = fileURLToPath(new URL("./src/entities.js", import.meta.url));
 const LINKIFY = fileURLToPath(new URL("./src/no_linkify.js", import.meta.url));
 
-// Only the bare names, as markdown-it imports them ("entities/lib/decode.js", which the
-// replacement itself imports, stays what it is).
+// markdown-it's "entities" becomes the browser's own decoder (src/entities.js: its
+// 31 KB table is not bundled), and the linkify-it it builds at start-up (linkify is off)
+// a stub. Bare names only, as markdown-it imports them.
 const replace = {
   name: "nbstream-replace",
   setup(build) {
@@ -21,7 +22,6 @@ export const options = {
   format: "esm",
   minify: true,
   target: ["es2020"],
-  charset: "utf8", // the entity table as UTF-8, not \u escapes: 20 KB less
   plugins: [replace],
   logLevel: "warning",
 };

@@ -647,6 +647,7 @@ def test_final_outputs_of_the_hostile_corpus_run_nothing(nb: Notebook) -> None:
 
 
 def test_history_of_the_hostile_corpus_runs_nothing(nb: Notebook) -> None:
+    nb.run(3)
     nb.run(7, timeout=60)
     out = nb.output(7)
     history = out.locator(".jp-RenderedHTMLCommon .nbstream-history")
@@ -705,7 +706,8 @@ def test_a_hostile_reply_runs_nothing_live_or_final(
 CPP_REPLY = [
     "Use `std::vector<int>` (see https://en.cppreference.com/w/cpp/container/vector",
     " or [the docs](https://isocpp.org/std/the-standard)) | not a table.\n\n",
-    "- costs $5 and $6, `a<b>` \\\\(x\\\\)\n- &copy; &notit; `` ` ``\n\n",
+    "- costs $5 and $6, `a<b>` \\\\(x\\\\)\n",
+    "- &copy; &notit; &ampxx; &semi; &NotNestedGreaterGreater; &AElig `` ` ``\n\n",
     "```cpp\nstd::vector<int> v{1, 2};\n```\n\n",
     "Done <b>now</b>.",
 ]

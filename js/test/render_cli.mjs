@@ -1,13 +1,17 @@
 // For tests/test_render.py: reads JSON lines {"markdown": "…", "allowImages": false} on
 // stdin and writes {"html": "…"} (md.js's HTML, before DOMPurify) or {"error": "…"}.
-// md.js is bundled first with the settings of the widget bundles (bundle.mjs).
+// md.js is bundled first with the settings of the widget bundles (bundle.mjs), and runs
+// in a jsdom document: it decodes entities with the HTML parser, as in the browser.
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import readline from "node:readline";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import * as esbuild from "esbuild";
+import { JSDOM } from "jsdom";
 import { options } from "../bundle.mjs";
+
+globalThis.document = new JSDOM("").window.document;
 
 const dir = mkdtempSync(join(tmpdir(), "nbstream-md-"));
 const out = join(dir, "md.mjs");
