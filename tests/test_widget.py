@@ -414,3 +414,15 @@ async def test_a_cancelled_send_ends_the_turn_and_the_panel_carries_on(
         "role": "user",
         "content": "again",
     }
+
+
+def test_images_load_in_the_panel_only_when_allowed(server: LoopbackServer) -> None:
+    from nbstream import ChatWidget, Client
+
+    client = Client(server.base_url, "sk-test", "image-model")
+    off, on = ChatWidget(client=client), ChatWidget(client=client, allow_images=True)
+    assert off.allow_images is False and on.allow_images is True
+    # a synced trait: the panel's view reads it (js/src/chat.js), and so does saved state
+    assert off.get_state()["allow_images"] is False
+    assert on.get_state()["allow_images"] is True
+    assert ChatWidget.class_traits()["allow_images"].help
