@@ -338,7 +338,9 @@ def test_python_and_js_render_any_markdown_alike(
     assert render_markdown(md, allow_images=allow_images) == js_render(md, allow_images)
 
 
-def test_js_side_differs_where_markdown_it_14_1_would(js_render: Render) -> None:
+def test_md_js_follows_markdown_it_py_where_markdown_it_14_1_0_differs(
+    js_render: Render,
+) -> None:
     # the places where md.js follows markdown-it-py rather than markdown-it 14.1.0
     for md, html in [
         ("[`a`b`", "<p>[<code>a</code>b`</p>\n"),  # a code span after a "["
