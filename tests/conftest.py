@@ -7,6 +7,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import settings
+
+# Properties are about what holds, not how fast: a loaded CI machine must not turn a
+# slow example into a failure.
+settings.register_profile("nbstream", deadline=None)
+settings.load_profile("nbstream")
 
 from tests.loopback import LoopbackServer
 
