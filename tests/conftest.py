@@ -9,12 +9,12 @@ from typing import Any
 import pytest
 from hypothesis import settings
 
+from tests.loopback import LoopbackServer
+
 # Properties are about what holds, not how fast: a loaded CI machine must not turn a
 # slow example into a failure.
 settings.register_profile("nbstream", deadline=None)
 settings.load_profile("nbstream")
-
-from tests.loopback import LoopbackServer
 
 # Recorded provider streams (a copy of the team's shared fixtures, with their sources and
 # licences in tests/fixtures/SOURCES.md); NBSTREAM_FIXTURES points elsewhere.
