@@ -98,8 +98,6 @@ class SSEDecoder:
             buf = buf.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
         lines = buf.split(b"\n")
         self._buf = lines.pop()
-        if self._max is not None and self._event_size + len(self._buf) > self._max:
-            self._too_large()
         out: list[ServerSentEvent] = []
         for line in lines:
             if line:
@@ -109,6 +107,10 @@ class SSEDecoder:
             else:
                 self._last_id = self._id_buffer
                 self._reset_event()
+        # Refuse a line that never ends while it is buffered, not at its end. It
+        # belongs to the event after the lines above: count it after them.
+        if self._max is not None and self._event_size + len(self._buf) > self._max:
+            self._too_large()
         return out
 
     def close(self) -> list[ServerSentEvent]:
