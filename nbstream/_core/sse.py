@@ -1,7 +1,8 @@
 """Bytes → server-sent events, incrementally, with no I/O.
 
 A WHATWG-conformant decoder (https://html.spec.whatwg.org/#event-stream-interpretation)
-that takes bytes as they arrive, in any chunking: CR, LF and CRLF (even split across
+that takes bytes as they arrive, in any chunking, in time linear in the bytes (a line
+sent in many pieces is joined once, when it ends): CR, LF and CRLF (even split across
 two chunks) end lines, one leading BOM is dropped, UTF-8 split across chunks survives,
 an event is dispatched on a blank line only if it had a ``data`` line, ``id`` persists.
 
@@ -42,15 +43,16 @@ class SSEDecoder:
 
     __slots__ = (
         "_at_start",
-        "_buf",
         "_data",
         "_dispatch_at_eof",
         "_event",
         "_event_size",
         "_has_data",
+        "_head",
         "_id_buffer",
         "_last_id",
         "_max",
+        "_pending",
         "_pending_cr",
         "_retry",
         "comments",
@@ -64,7 +66,11 @@ class SSEDecoder:
     ) -> None:
         self._max = max_event_size
         self._dispatch_at_eof = dispatch_at_eof
-        self._buf = b""
+        self._head = b""  # the first bytes of the stream, while they may be a BOM
+        # The line still waiting for its end. Appending to a bytearray costs linear
+        # time in all (re-joining the line with each chunk was quadratic), and holds
+        # the line once, however small the pieces it came in.
+        self._pending = bytearray()
         self._at_start = True
         self._pending_cr = False
         self._event = ""
@@ -79,10 +85,11 @@ class SSEDecoder:
     def feed(self, chunk: bytes) -> list[ServerSentEvent]:
         """Decode the next chunk of the body; returns the events it completed."""
         if self._at_start:
-            chunk = self._buf + chunk
-            self._buf = b""
+            if self._head:
+                chunk = self._head + chunk  # at most 2 bytes held: not quadratic
+                self._head = b""
             if len(chunk) < 3 and _BOM.startswith(chunk):
-                self._buf = chunk  # could still be the start of a BOM
+                self._head = chunk  # could still be the start of a BOM
                 return []
             self._at_start = False
             if chunk.startswith(_BOM):
@@ -91,13 +98,18 @@ class SSEDecoder:
             self._pending_cr = False
             if chunk.startswith(b"\n"):
                 chunk = chunk[1:]  # the LF of a CRLF split across two chunks
-        buf = self._buf + chunk if self._buf else chunk
-        if b"\r" in buf:
-            if buf.endswith(b"\r"):
+        # Line ends are normalized in this chunk alone: the pending line never holds
+        # a CR (a CR at the end of a chunk ends its line right away).
+        if b"\r" in chunk:
+            if chunk.endswith(b"\r"):
                 self._pending_cr = True  # its LF may come in the next chunk
-            buf = buf.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-        lines = buf.split(b"\n")
-        self._buf = lines.pop()
+            chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        lines = chunk.split(b"\n")
+        tail = lines.pop()  # the start of a line this chunk does not end
+        pending = self._pending
+        if pending and lines:
+            lines[0] = b"".join((pending, lines[0]))  # the pending line ends here
+            pending.clear()
         out: list[ServerSentEvent] = []
         for line in lines:
             if line:
@@ -107,22 +119,24 @@ class SSEDecoder:
             else:
                 self._last_id = self._id_buffer
                 self._reset_event()
-        # Refuse a line that never ends while it is buffered, not at its end. It
-        # belongs to the event after the lines above: count it after them.
-        if self._max is not None and self._event_size + len(self._buf) > self._max:
-            self._too_large()
+        if tail:
+            pending += tail
+            # Refuse a line that never ends while it is buffered, not at its end.
+            if self._max is not None and self._event_size + len(pending) > self._max:
+                self._too_large()
         return out
 
     def close(self) -> list[ServerSentEvent]:
         """End of stream: flush a last unterminated line (and event, if enabled)."""
         out: list[ServerSentEvent] = []
-        if self._at_start and self._buf:
+        if self._at_start and self._head:
             self._at_start = False
-            if self._buf.startswith(_BOM):
-                self._buf = self._buf[3:]
-        if self._buf:
-            self._line(self._buf)
-            self._buf = b""
+            self._pending += self._head  # shorter than a BOM: an ordinary line
+            self._head = b""
+        if self._pending:
+            line = bytes(self._pending)
+            self._pending.clear()
+            self._line(line)
         if self._has_data and self._dispatch_at_eof:
             out.append(self._dispatch())
         self._reset_event()
