@@ -5,7 +5,8 @@ so its CPU is not counted) to four contenders in this process, interleaved round
 round: nbstream ``achat``, nbstream ``chat`` (sync), the openai SDK
 ``create(stream=True)``, and plain httpx2 + ``httpx2.EventSource`` + ``json.loads``; plus
 a floor, httpx2 reading the body and doing nothing with it. Every run is checked: each
-contender must end up with the whole reply text.
+contender must end up with the whole reply text. Then the core alone from memory, the
+SSE decoder on one 15 MiB event in small and large pieces, memory, and cold start.
 
     python -m bench.engine            # the full run (~2 min idle on 2 cores, ~5 loaded)
     python -m bench.engine --quick    # smaller counts, fewer rounds (~20 s)
@@ -65,6 +66,7 @@ TARGET_US_PER_CHUNK = 15.0
 TARGET_SCALING = 1.15
 TARGET_MEMORY_RATIO = 3.0
 TARGET_COLD_MS = 20.0
+TARGET_SSE_PIECES_RATIO = 2.0  # a big event in small pieces: linear, not quadratic
 
 Runner = Callable[[], Awaitable[str]] | Callable[[], str]
 
@@ -408,6 +410,40 @@ def breakdown(n: int, reps: int) -> dict[str, float]:
     return {k: statistics.median(v) for k, v in samples.items()}
 
 
+SSE_BIG_EVENT = 15 * 1024 * 1024
+SSE_PIECES = (4 * 1024, 64 * 1024)
+
+
+def sse_big_event(reps: int) -> dict[str, float]:
+    """CPU of ``SSEDecoder`` for one 15 MiB event cut in 4 KiB and in 64 KiB pieces.
+
+    Re-joining the pending line with every chunk made this quadratic (14.6 s against
+    1.0 s); decoding linear in the bytes costs about the same for both. The minimum
+    of ``reps`` interleaved runs of each.
+    """
+    body = b"data: " + b"x" * SSE_BIG_EVENT + b"\n\n"
+    cpu: dict[int, list[float]] = {p: [] for p in SSE_PIECES}
+    for _ in range(reps):
+        for piece in SSE_PIECES:
+            chunks = [body[i : i + piece] for i in range(0, len(body), piece)]
+            gc.collect()
+            dec = SSEDecoder()
+            c0 = time.process_time()
+            events = [e for c in chunks for e in dec.feed(c)] + dec.close()
+            cpu[piece].append(time.process_time() - c0)
+            assert [len(e.data) for e in events] == [SSE_BIG_EVENT]
+            del chunks, events
+    small, large = (min(cpu[p]) for p in SSE_PIECES)
+    return {
+        "event_bytes": SSE_BIG_EVENT,
+        "small_piece": SSE_PIECES[0],
+        "large_piece": SSE_PIECES[1],
+        "small_ms": small * 1e3,
+        "large_ms": large * 1e3,
+        "ratio": small / large,
+    }
+
+
 # -- memory -------------------------------------------------------------------------
 
 
@@ -643,6 +679,12 @@ def table(result: dict[str, Any]) -> str:
     ]
     for step, us in result["breakdown_us_per_chunk"].items():
         lines.append(f"| {step} | {us:.2f} |")
+    big_event = result["sse_big_event"]
+    lines.append(
+        "| SSE decoder, one 15 MiB event: 4 KiB vs 64 KiB pieces (CPU ms, min of 3) "
+        f"| {big_event['small_ms']:.0f} vs {big_event['large_ms']:.0f} ms = "
+        f"{big_event['ratio']:.2f}x |"
+    )
     lines += [
         "",
         "Memory (tracemalloc growth over one request, reading the text once):",
@@ -742,6 +784,16 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
             "met": worst_mem < TARGET_MEMORY_RATIO,
         }
     )
+    big_event = result["sse_big_event"]
+    out.append(
+        {
+            "target": "SSE decoder: a 15 MiB event in 4 KiB pieces within "
+            f"{TARGET_SSE_PIECES_RATIO:g}x the CPU of 64 KiB pieces",
+            "measured": f"{big_event['ratio']:.2f}x ({big_event['small_ms']:.0f} vs "
+            f"{big_event['large_ms']:.0f} ms)",
+            "met": big_event["ratio"] <= TARGET_SSE_PIECES_RATIO,
+        }
+    )
     cold = result["cold_nbstream"]
     out.append(
         {
@@ -820,6 +872,9 @@ def run(plan: Plan, log: Callable[[str], None]) -> dict[str, Any]:
         result["breakdown_us_per_chunk"] = breakdown(
             plan.sizes[-1], plan.breakdown_reps
         )
+
+        log("SSE decoder, one 15 MiB event in 4 KiB and in 64 KiB pieces")
+        result["sse_big_event"] = sse_big_event(3)
 
         log("memory (tracemalloc)")
         big = max(plan.memory_sizes)
