@@ -1,12 +1,14 @@
 """Benchmark of the streaming engine: CPU per chunk, memory, cold start, import time.
 
 One OpenAI-format stream is served on loopback by ``bench.server`` (a separate process,
-so its CPU is not counted) to four contenders in this process, interleaved round by
+so its CPU is not counted) to the contenders in this process, interleaved round by
 round: nbstream ``achat``, nbstream ``chat`` (sync), the openai SDK
-``create(stream=True)``, and plain httpx2 + ``httpx2.EventSource`` + ``json.loads``; plus
-a floor, httpx2 reading the body and doing nothing with it. Every run is checked: each
-contender must end up with the whole reply text. Then the core alone from memory, the
-SSE decoder on one 15 MiB event in small and large pieces, memory, and cold start.
+``create(stream=True)``, plain httpx2 + ``httpx2.EventSource`` + ``json.loads``, and two
+fair baselines with our own SSE split and orjson: over httpx2's body bytes, and over a
+raw asyncio connection with our own HTTP/1.1 chunked decoding; plus a floor, httpx2
+reading the body and doing nothing with it. Every run is checked: each contender must
+end up with the whole reply text. Then the core alone from memory, the SSE decoder on
+one 15 MiB event in small and large pieces, memory, and cold start.
 
     python -m bench.engine            # the full run (~2 min idle on 2 cores, ~5 loaded)
     python -m bench.engine --quick    # smaller counts, fewer rounds (~20 s)
@@ -38,9 +40,11 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx2
 import openai
+import orjson
 
 import nbstream
 from bench.server import BULK_CHUNK, FRAMINGS, MODEL, body_size, build_events
@@ -58,14 +62,17 @@ NB_ASYNC = "nbstream achat"
 NB_SYNC = "nbstream chat (sync)"
 OPENAI = "openai SDK create(stream=True)"
 HTTPX = "httpx2 + EventSource + json"
+HTTPX_ORJSON = "httpx2 bytes + orjson"
+RAW_ORJSON = "asyncio + own dechunking + orjson"
 FLOOR = "floor: httpx2 aiter_bytes, no parsing"
-CONTENDERS = (NB_ASYNC, NB_SYNC, OPENAI, HTTPX, FLOOR)
+CONTENDERS = (NB_ASYNC, NB_SYNC, OPENAI, HTTPX, HTTPX_ORJSON, RAW_ORJSON, FLOOR)
 
 # Targets from the issue.
 TARGET_US_PER_CHUNK = 15.0
 TARGET_SCALING = 1.15
 TARGET_MEMORY_RATIO = 3.0
 TARGET_COLD_MS = 20.0
+TARGET_VS_ORJSON = 1.25  # nbstream over httpx2 bytes + orjson, event framing
 TARGET_SSE_PIECES_RATIO = 2.0  # a big event in small pieces: linear, not quadratic
 
 Runner = Callable[[], Awaitable[str]] | Callable[[], str]
@@ -164,6 +171,88 @@ def serve(prebuild: tuple[int, ...]) -> Iterator[str]:
 # -- the contenders -----------------------------------------------------------------
 
 
+class DataLines:
+    """The fair baselines' own SSE split: the ``data:`` lines of a body fed in any
+    chunking, each parsed with orjson, the delta texts kept in a list.
+
+    LF line ends only (what LLM providers send); a line cut across two feeds is
+    joined. ``[DONE]`` is skipped, and so are chunks without choices (usage).
+    """
+
+    __slots__ = ("parts", "rest")
+
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+        self.rest = b""
+
+    def feed(self, data: bytes) -> None:
+        if self.rest:
+            data = self.rest + data
+        lines = data.split(b"\n")
+        self.rest = lines.pop()
+        parts, loads = self.parts, orjson.loads
+        for line in lines:
+            if line[:5] == b"data:" and line != b"data: [DONE]":
+                choices = loads(line[6:] if line[5:6] == b" " else line[5:])["choices"]
+                if choices:
+                    content = choices[0]["delta"].get("content")
+                    if content:
+                        parts.append(content)
+
+    def text(self) -> str:
+        return "".join(self.parts)
+
+
+class Dechunker:
+    """HTTP/1.1 chunked transfer decoding of a body read in any pieces.
+
+    ``feed(bytes) -> [chunk data, …]``; ``done`` once the last chunk and the (empty)
+    trailer have arrived.
+    """
+
+    __slots__ = ("_head", "_left", "_skip", "_trailer", "done")
+
+    def __init__(self) -> None:
+        self._head = b""  # an unfinished chunk-size or trailer line
+        self._left = 0  # bytes of chunk data still to come
+        self._skip = 0  # bytes of the CRLF after the chunk data still to skip
+        self._trailer = False
+        self.done = False
+
+    def feed(self, block: bytes) -> list[bytes]:
+        out: list[bytes] = []
+        buf = self._head + block if self._head else block
+        pos, end = 0, len(buf)
+        while pos < end and not self.done:
+            if self._left:
+                stop = min(end, pos + self._left)
+                out.append(buf[pos:stop])
+                self._left -= stop - pos
+                pos = stop
+            elif self._skip:
+                step = min(end - pos, self._skip)
+                self._skip -= step
+                pos += step
+            else:
+                eol = buf.find(b"\r\n", pos)
+                if eol < 0:
+                    break
+                line = buf[pos:eol]
+                pos = eol + 2
+                if self._trailer:
+                    self.done = not line  # trailer fields end with an empty line
+                    continue
+                size = int(line.partition(b";")[0], 16)
+                if size:
+                    self._left, self._skip = size, 2
+                else:
+                    self._trailer = True
+        self._head = buf[pos:]
+        if self.done and self._head:
+            raise ValueError(f"{len(self._head)} bytes after the end of the body")
+        return out
+
+
 class Contenders:
     """The clients for one stream (size, framing, pace); built once, then reused."""
 
@@ -198,6 +287,7 @@ class Contenders:
             default_headers=self.headers,
         )
         self.http = httpx2.AsyncClient(timeout=None)
+        self.raw: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
 
     async def nb_achat(self) -> str:
         turn = await self.nb.achat(PROMPT)
@@ -251,6 +341,48 @@ class Contenders:
                         parts.append(content)
         return "".join(parts)
 
+    async def httpx_orjson(self) -> str:
+        """httpx2's body bytes, our own SSE split, orjson."""
+        lines = DataLines()
+        url, body, headers = self._request()
+        async with self.http.stream("POST", url, json=body, headers=headers) as r:
+            r.raise_for_status()
+            async for data in r.aiter_bytes():
+                lines.feed(data)
+        return lines.text()
+
+    async def raw_orjson(self) -> str:
+        """One asyncio connection (kept alive), our own HTTP/1.1 request and chunked
+        decoding, the same SSE split and orjson: the cost without an HTTP library."""
+        url, body, headers = self._request()
+        parts = urlsplit(url)
+        if self.raw is None or self.raw[1].is_closing():
+            self.raw = await asyncio.open_connection(parts.hostname, parts.port)
+        reader, writer = self.raw
+        payload = orjson.dumps(body)
+        head = [
+            f"POST {parts.path} HTTP/1.1",
+            f"host: {parts.netloc}",
+            "content-type: application/json",
+            f"content-length: {len(payload)}",
+            *(f"{k}: {v}" for k, v in headers.items()),
+        ]
+        writer.write("\r\n".join(head).encode() + b"\r\n\r\n" + payload)
+        response = await reader.readuntil(b"\r\n\r\n")
+        if not response.startswith(b"HTTP/1.1 200 "):
+            raise RuntimeError(response.decode("latin-1"))
+        if b"\r\ntransfer-encoding: chunked\r\n" not in response.lower():
+            raise RuntimeError("expected a chunked body")
+        dechunk, lines = Dechunker(), DataLines()
+        while not dechunk.done:
+            block = await reader.read(256 * 1024)
+            if not block:
+                raise ConnectionError("the server closed the connection mid-body")
+            pieces = dechunk.feed(block)
+            if pieces:
+                lines.feed(pieces[0] if len(pieces) == 1 else b"".join(pieces))
+        return lines.text()
+
     async def floor(self) -> str:
         """Read the body and throw it away: the HTTP layer's own cost."""
         size = 0
@@ -267,6 +399,8 @@ class Contenders:
             NB_SYNC: self.nb_chat,
             OPENAI: self.openai_sdk,
             HTTPX: self.httpx_es,
+            HTTPX_ORJSON: self.httpx_orjson,
+            RAW_ORJSON: self.raw_orjson,
             FLOOR: self.floor,
         }
         return runners[name]
@@ -276,6 +410,9 @@ class Contenders:
         self.nb.close()
         await self.oai.close()
         await self.http.aclose()
+        if self.raw is not None:
+            self.raw[1].close()
+            await self.raw[1].wait_closed()
 
 
 @dataclass
@@ -381,11 +518,11 @@ def breakdown(n: int, reps: int) -> dict[str, float]:
         dec.close()
         return time.process_time() - c0
 
-    def json_only(pieces: list[bytes]) -> float:
+    def json_only(pieces: list[bytes], loads: Callable[[bytes], Any]) -> float:
         datas = [e[6:-2] for e in pieces[:-1]]  # "data: " … "\n\n", not [DONE]
         c0 = time.process_time()
         for d in datas:
-            json.loads(d)
+            loads(d)
         return time.process_time() - c0
 
     async def timeouts() -> float:
@@ -399,7 +536,12 @@ def breakdown(n: int, reps: int) -> dict[str, float]:
         "nbstream Pipeline.feed, one event per feed": lambda: pipeline(events),
         "nbstream Pipeline.feed, 64 KiB per feed": lambda: pipeline(blocks),
         "of which SSEDecoder.feed, one event per feed": lambda: decoder(events),
-        "json.loads of each chunk alone (reference)": lambda: json_only(events),
+        "json.loads of each chunk alone (reference)": lambda: json_only(
+            events, json.loads
+        ),
+        "orjson.loads of each chunk alone (reference)": lambda: json_only(
+            events, orjson.loads
+        ),
         "asyncio.timeout() enter+exit, once per read": lambda: asyncio.run(timeouts()),
     }
     samples: dict[str, list[float]] = {k: [] for k in cases}
@@ -758,6 +900,19 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
                 "met": max(at[NB_ASYNC], at[NB_SYNC]) < TARGET_US_PER_CHUNK,
             }
         )
+    at = med[_g("event", big)]
+    vs = result["vs_httpx_orjson"]["event"]
+    out.append(
+        {
+            "target": f"nbstream <= {TARGET_VS_ORJSON:g}x httpx2 bytes + orjson "
+            f"(event framing, {_label(big)})",
+            "measured": f"{vs[NB_ASYNC]:.2f}x async, {vs[NB_SYNC]:.2f}x sync, the "
+            f"median of per-round ratios ({at[NB_ASYNC]:.1f} and {at[NB_SYNC]:.1f} "
+            f"against {at[HTTPX_ORJSON]:.1f} µs; asyncio + own dechunking + orjson "
+            f"{at[RAW_ORJSON]:.1f})",
+            "met": max(vs[NB_ASYNC], vs[NB_SYNC]) <= TARGET_VS_ORJSON,
+        }
+    )
     for framing in FRAMINGS:
         r_async = result["scaling"][framing][NB_ASYNC]
         r_sync = result["scaling"][framing][NB_SYNC]
@@ -855,6 +1010,15 @@ def run(plan: Plan, log: Callable[[str], None]) -> dict[str, Any]:
                     samples[_g(f, big)][name], samples[_g(f, mid)][name]
                 )
                 for name in CONTENDERS
+            }
+            for f in FRAMINGS
+        }
+        result["vs_httpx_orjson"] = {
+            f: {
+                name: _paired_ratio(
+                    samples[_g(f, big)][name], samples[_g(f, big)][HTTPX_ORJSON]
+                )
+                for name in (NB_ASYNC, NB_SYNC)
             }
             for f in FRAMINGS
         }
