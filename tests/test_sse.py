@@ -465,6 +465,47 @@ def test_server_sent_event_defaults() -> None:
     assert ServerSentEvent() == ServerSentEvent("message", "", "", None)
 
 
+@pytest.mark.parametrize(
+    ("reads", "want"),
+    [
+        # each second-or-later read looks like one whole ``data:`` event, but is not
+        ([b"data: a\n\n", b"data: b\n\n"], [E("a"), E("b")]),
+        ([b"data: a\n\n", b"event: e\n", b"data: b\n\n"], [E("a"), E("b", event="e")]),
+        ([b"data: a\n\n", b"data: b\n", b"data: c\n\n"], [E("a"), E("b\nc")]),
+        ([b"data: a\n\n", b"data: b\ndata: c\n\n"], [E("a"), E("b\nc")]),
+        ([b"data: a\n\n", b"data: b\rdata: c\n\n"], [E("a"), E("b\nc")]),
+        ([b"data: a\n\n", b"data: b", b"data: c\n\n"], [E("a"), E("bdata: c")]),
+        ([b"data: a\n\n", b"id: 7\n", b"data: b\n\n"], [E("a"), E("b", "7")]),
+        # only the stream's first BOM is dropped
+        ([b"data: a\n\n", b"\xef\xbb\xbfdata: b\n\n"], [E("a")]),
+    ],
+)
+def test_reads_that_look_like_one_whole_event(
+    reads: list[bytes], want: list[ServerSentEvent]
+) -> None:
+    d = SSEDecoder()
+    assert [e for r in reads for e in d.feed(r)] + d.close() == want
+
+
+@pytest.mark.parametrize("limit", [9, 10])
+def test_one_whole_event_in_one_read_is_held_to_the_limit(limit: int) -> None:
+    d = SSEDecoder(max_event_size=limit)
+    assert d.feed(b"data: a\n\n") == [E("a")]
+    if limit < len(b"data: 0123"):
+        with pytest.raises(EventTooLargeError):
+            d.feed(b"data: 0123\n\n")
+    else:
+        assert d.feed(b"data: 0123\n\n") == [E("0123")]
+
+
+def test_an_id_line_read_alone_counts_only_towards_its_own_event() -> None:
+    limit = 13  # "id: 7" + "data: b" is 12 bytes; "data: 0123" alone is 10
+    d = SSEDecoder(max_event_size=limit)
+    reads = [b"data: a\n\n", b"id: 7\n", b"data: b\n\n", b"data: 0123\n\n"]
+    events = [e for r in reads for e in d.feed(r)] + d.close()
+    assert events == [E("a"), E("b", "7"), E("0123", "7")]
+
+
 # -- max_event_size ---------------------------------------------------------------
 
 
@@ -734,6 +775,31 @@ BODIES = st.one_of(
 )
 
 
+def assert_chunkings_agree(
+    body: bytes, chunkings: list[list[bytes]], at_eof: bool, limit: int | None
+) -> None:
+    """Each chunking gives the events, comments and last event id of the body fed
+    whole, which are what WHATWG gives for the body; ``max_event_size`` refuses the
+    same bodies, plus at most a comment line that was pending when it went over."""
+    opts: dict[str, Any] = {"dispatch_at_eof": at_eof, "max_event_size": limit}
+    whole = decode_chunks([body], **opts)
+    must, may = too_large(body, limit)
+    assert whole.refused == must
+    want, last_id = reference(body, at_eof)
+    for chunks in chunkings:
+        got = decode_chunks(chunks, **opts)
+        if must:
+            assert got.refused
+        if got.refused:
+            assert may
+            so_far = [(e.event, e.data, e.id) for e in got.events]
+            assert so_far == want[: len(so_far)]
+            continue
+        assert got == whole
+        assert [(e.event, e.data, e.id) for e in got.events] == want
+        assert got.last_id == last_id
+
+
 @settings(max_examples=500, deadline=None)
 # An event's end and the next one's start in one read: hypothesis found this false
 # "too large" only after ~20k examples, so it is pinned.
@@ -749,25 +815,54 @@ BODIES = st.one_of(
 def test_any_chunking_gives_what_feeding_it_whole_gives(
     body: bytes, at_eof: bool, sizes: list[int], limit: int | None
 ) -> None:
-    """Any chunking gives the events, comments and last event id of the body fed
-    whole, which are what WHATWG gives for the body; and ``max_event_size`` refuses
-    the same bodies, plus at most a comment line that was pending when it went over
-    the limit. Chunks are ``sizes`` long (0 is an empty read), then the rest."""
+    """Any bytes, cut into reads of ``sizes`` bytes (0 is an empty read), then the
+    rest: see ``assert_chunkings_agree``."""
     bounds = [min(b, len(body)) for b in itertools.accumulate(sizes, initial=0)]
     chunks = [body[a:b] for a, b in itertools.pairwise([*bounds, len(body)])]
-    opts: dict[str, Any] = {"dispatch_at_eof": at_eof, "max_event_size": limit}
-    got = decode_chunks(chunks, **opts)
-    whole = decode_chunks([body], **opts)
-    must, may = too_large(body, limit)
-    assert whole.refused == must
-    if must:
-        assert got.refused
-    if got.refused:
-        assert may
-    want, last_id = reference(body, at_eof)
-    if got.refused:
-        assert [(e.event, e.data, e.id) for e in got.events] == want[: len(got.events)]
-        return
-    assert got == whole
-    assert [(e.event, e.data, e.id) for e in got.events] == want
-    assert got.last_id == last_id
+    assert_chunkings_agree(body, [chunks], at_eof, limit)
+
+
+# Streams shaped like a provider's: LF line ends, each event ended by a blank line.
+EVENT_LINES = st.sampled_from(
+    [
+        "data: 0123456789",
+        "data: x",
+        "data: ",
+        "data:y",
+        "data: [DONE]",
+        "data: \u00b0\U0001f60a",
+        "event: e",
+        "id: 7",
+        "id",
+        ": ping",
+        "retry: 5",
+    ]
+)
+PROVIDER_BODIES = st.lists(st.lists(EVENT_LINES, max_size=3), max_size=8).map(
+    lambda events: "".join(
+        "".join(f"{ln}\n" for ln in ev) + "\n" for ev in events
+    ).encode()
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    body=PROVIDER_BODIES,
+    at_eof=st.booleans(),
+    groups=st.lists(st.integers(1, 3)),
+    limit=st.none() | st.integers(0, 40),
+)
+def test_reads_at_line_ends_give_what_feeding_it_whole_gives(
+    body: bytes, at_eof: bool, groups: list[int], limit: int | None
+) -> None:
+    """One read per event, as providers send, and reads of ``groups`` whole lines
+    (then the rest): the reads the decoder's fast path takes, after reads that
+    leave it state (an event type, a first data line, an id). See
+    ``assert_chunkings_agree``."""
+    lines = re.split(b"(?<=\n)", body)
+    bounds = [min(b, len(lines)) for b in itertools.accumulate(groups, initial=0)]
+    at_line_ends = [
+        b"".join(lines[a:b]) for a, b in itertools.pairwise([*bounds, len(lines)])
+    ]
+    per_event = re.split(b"(?<=\n\n)", body)
+    assert_chunkings_agree(body, [per_event, at_line_ends], at_eof, limit)
