@@ -28,9 +28,14 @@ DEFAULT_MAX_EVENT_SIZE = 16 * 1024 * 1024
 _BOM = b"\xef\xbb\xbf"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ServerSentEvent:
-    """One dispatched event."""
+    """One dispatched event.
+
+    A value: never changed in place (make a new one with ``dataclasses.replace``).
+    Not frozen, as the neutral events are not: a frozen dataclass costs 0.7 µs to
+    build here against 0.2 µs, a third of decoding a whole event.
+    """
 
     event: str = "message"
     data: str = ""
