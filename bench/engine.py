@@ -13,6 +13,7 @@ one 15 MiB event in small and large pieces, memory, and cold start.
     python -m bench.engine            # the full run (~2 min idle on 2 cores, ~5 loaded)
     python -m bench.engine --quick    # smaller counts, fewer rounds (~20 s)
     python -m bench.engine --profile 100000   # cProfile of one nbstream achat
+    python -m bench.engine --ladder 100000    # httpx2 + orjson → nbstream, step by step
 
 Prints markdown tables and writes ``bench/results/engine.json``. See bench/README.md.
 """
@@ -49,7 +50,9 @@ import orjson
 import nbstream
 from bench.server import BULK_CHUNK, FRAMINGS, MODEL, body_size, build_events
 from bench.server import expected_text as _expected_text
+from nbstream._core.events import TextDelta
 from nbstream._core.pipeline import Pipeline
+from nbstream._core.providers import provider_for
 from nbstream._core.sse import SSEDecoder
 from nbstream._core.transcript import Request, Turn
 
@@ -66,6 +69,18 @@ HTTPX_ORJSON = "httpx2 bytes + orjson"
 RAW_ORJSON = "asyncio + own dechunking + orjson"
 FLOOR = "floor: httpx2 aiter_bytes, no parsing"
 CONTENDERS = (NB_ASYNC, NB_SYNC, OPENAI, HTTPX, HTTPX_ORJSON, RAW_ORJSON, FLOOR)
+LADDER_DECODER = "httpx2 bytes + nbstream SSEDecoder + orjson"
+LADDER_PARSER = "httpx2 bytes + nbstream SSEDecoder + openai parser"
+LADDER_PIPELINE = "httpx2 bytes + nbstream Pipeline (+ accumulator, turn)"
+# From httpx2 alone to the whole nbstream client, one piece of nbstream at a time.
+LADDER = (
+    FLOOR,
+    HTTPX_ORJSON,
+    LADDER_DECODER,
+    LADDER_PARSER,
+    LADDER_PIPELINE,
+    NB_ASYNC,
+)
 
 # Targets from the issue.
 TARGET_US_PER_CHUNK = 15.0
@@ -383,6 +398,55 @@ class Contenders:
                 lines.feed(pieces[0] if len(pieces) == 1 else b"".join(pieces))
         return lines.text()
 
+    # The ladder (--ladder): httpx2 bytes + orjson, then nbstream's core put in one
+    # piece at a time, up to the whole client.
+
+    async def httpx_decoder(self) -> str:
+        """httpx2 bytes, nbstream's SSEDecoder, orjson."""
+        parts: list[str] = []
+        dec = SSEDecoder()
+        url, body, headers = self._request()
+        async with self.http.stream("POST", url, json=body, headers=headers) as r:
+            r.raise_for_status()
+            async for data in r.aiter_bytes():
+                for sse in dec.feed(data):
+                    if sse.data != "[DONE]":
+                        choices = orjson.loads(sse.data)["choices"]
+                        if choices:
+                            content = choices[0]["delta"].get("content")
+                            if content:
+                                parts.append(content)
+        dec.close()
+        return "".join(parts)
+
+    async def httpx_parser(self) -> str:
+        """httpx2 bytes, nbstream's SSEDecoder and openai parser (neutral events)."""
+        parts: list[str] = []
+        dec, parser = SSEDecoder(), provider_for("openai").parser()
+        url, body, headers = self._request()
+        async with self.http.stream("POST", url, json=body, headers=headers) as r:
+            r.raise_for_status()
+            async for data in r.aiter_bytes():
+                for sse in dec.feed(data):
+                    for ev in parser.parse(sse):
+                        if type(ev) is TextDelta:
+                            parts.append(ev.text)
+        dec.close()
+        return "".join(parts)
+
+    async def httpx_pipeline(self) -> str:
+        """httpx2 bytes into nbstream's Pipeline: decoder, parser, accumulator, turn."""
+        url, body, headers = self._request()
+        turn = Turn(Request([], MODEL, "openai", url))
+        pipe = Pipeline("openai", turn)
+        t0 = time.perf_counter()
+        async with self.http.stream("POST", url, json=body, headers=headers) as r:
+            r.raise_for_status()
+            async for data in r.aiter_bytes():
+                pipe.feed(data, time.perf_counter() - t0)
+        pipe.close(time.perf_counter() - t0)
+        return turn.text
+
     async def floor(self) -> str:
         """Read the body and throw it away: the HTTP layer's own cost."""
         size = 0
@@ -402,6 +466,9 @@ class Contenders:
             HTTPX_ORJSON: self.httpx_orjson,
             RAW_ORJSON: self.raw_orjson,
             FLOOR: self.floor,
+            LADDER_DECODER: self.httpx_decoder,
+            LADDER_PARSER: self.httpx_parser,
+            LADDER_PIPELINE: self.httpx_pipeline,
         }
         return runners[name]
 
@@ -751,6 +818,45 @@ def profile(bench: Bench, base_url: str, n: int, framing: str, top: int = 25) ->
     return out.getvalue()
 
 
+# -- the ladder ---------------------------------------------------------------------
+
+
+def ladder(bench: Bench, base_url: str, n: int, framing: str, rounds: int) -> str:
+    """CPU per chunk from httpx2 bytes + orjson to nbstream achat, one piece at a time.
+
+    Every step is measured over HTTP in the same interleaved rounds, so each piece of
+    nbstream is costed where it runs (next to h11 and the event loop), which is more
+    than it costs from memory.
+    """
+    c = Contenders(base_url, n, framing)
+    for name in LADDER:  # warm-up
+        bench.measure(c.runner(name), c.expected)
+    gc.collect()
+    gc.freeze()
+    samples: dict[str, list[float]] = {name: [] for name in LADDER}
+    for r in range(rounds):
+        k = r % len(LADDER)
+        for name in LADDER[k:] + LADDER[:k]:
+            cpu = bench.measure(c.runner(name), c.expected)
+            samples[name].append(cpu / n * 1e6)
+    gc.unfreeze()
+    bench.runner.run(c.aclose())
+    lines = [
+        f"{framing} framing, {_label(n)} chunks, {rounds} interleaved rounds; CPU µs "
+        "per chunk, median (min), and the step from the row above (medians):",
+        "",
+        "| step | CPU µs per chunk | + |",
+        "|---|---|---|",
+    ]
+    prev: float | None = None
+    for name in LADDER:
+        med = _median(samples[name])
+        step = "" if prev is None else f"{med - prev:+.1f}"
+        lines.append(f"| {name} | {med:.1f} ({min(samples[name]):.1f}) | {step} |")
+        prev = med
+    return "\n".join(lines)
+
+
 # -- report -------------------------------------------------------------------------
 
 
@@ -1094,10 +1200,17 @@ def main(argv: list[str] | None = None) -> int:
         "time",
     )
     parser.add_argument(
+        "--ladder",
+        type=int,
+        metavar="N",
+        help="instead: CPU per chunk from httpx2 bytes + orjson to nbstream achat, one "
+        "piece of nbstream at a time, N chunks, 5 interleaved rounds",
+    )
+    parser.add_argument(
         "--framing",
         choices=FRAMINGS,
         default="event",
-        help="the framing for --profile (default: event)",
+        help="the framing for --profile and --ladder (default: event)",
     )
     args = parser.parse_args(argv)
     t0 = time.perf_counter()
@@ -1109,6 +1222,11 @@ def main(argv: list[str] | None = None) -> int:
         bench = Bench()
         with bench.runner, serve((args.profile,)) as base_url:
             print(profile(bench, base_url, args.profile, args.framing))
+        return 0
+    if args.ladder:
+        bench = Bench()
+        with bench.runner, serve((args.ladder,)) as base_url:
+            print(ladder(bench, base_url, args.ladder, args.framing, 5))
         return 0
 
     result = run(QUICK if args.quick else FULL, log)
