@@ -1,0 +1,437 @@
+"""The tool loop: ask the model; while it asks for tools, run them and ask again with
+their results, until it answers without a call or ``max_steps`` model steps are done.
+
+Each model step is one request, run as any other (retries, fallbacks, middleware),
+into the caller's turn, so the live view streams every step: the text, then each call's
+name and arguments as they arrive. When a step asks for tools, its reply becomes a step
+of its own in ``turn.steps`` and the turn starts again, empty, for the next one.
+
+Every call of a step runs at once: async functions as tasks on the stream's loop,
+sync ones on worker threads. Whatever a call does, it ends as a ``ToolResult`` that
+goes back to the model: a function that raises, an unknown tool, arguments that are
+not JSON or do not fit the schema, a refused approval: each is an error result the
+model can read, never the end of the loop.
+
+Stop (cancelling the stream) lands wherever the loop is: during a model step the turn
+is ``cancelled`` as any other; during tool calls, a running async function is
+cancelled, a running sync one cannot be, so its result says it finishes in the
+background (``status="background"``), and the turn, the empty next step, is
+``cancelled`` with every step so far kept.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import functools
+import inspect
+import time
+import traceback
+from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
+
+from .._core.errors import ConfigurationError
+from .._core.events import Event, StepStart, ToolRun
+from .._core.reply import ToolCall
+from .._core.toolresult import ToolResult, ToolStatus, cut, result_text
+from .._core.transcript import Turn
+
+if TYPE_CHECKING:
+    from .._core.tools import Tool
+    from .runner import Plan
+
+__all__ = ["DEFAULT_MAX_STEPS", "Approve", "ToolLoop", "ToolOptions", "tool_options"]
+
+DEFAULT_MAX_STEPS = 8
+STOP_GRACE_S = 1.0  # how long a cancelled async tool may take to end before it is
+# reported as finishing in the background
+MAX_ERROR_CHARS = 2_000  # an exception's message, as the model reads it
+MAX_TRACEBACK_CHARS = 8_000
+
+Approve = Callable[[ToolCall], "bool | Awaitable[bool]"]
+Emit = Callable[[list[Event]], None]
+
+# Sync tools run here, not on the loop's default executor: a thread still running after
+# a Stop must not hold up asyncio.run()'s shutdown, which waits for that executor.
+_THREADS = ThreadPoolExecutor(max_workers=32, thread_name_prefix="nbstream-tool")
+
+
+@dataclass(frozen=True)
+class ToolOptions:
+    """The tools of one question, and how the loop runs them."""
+
+    tools: tuple[Tool, ...]
+    tool_choice: str | None = None
+    approve: Approve | None = None
+    max_steps: int = DEFAULT_MAX_STEPS
+
+    def specs(self) -> tuple[dict[str, Any], ...]:
+        return tuple(t.spec() for t in self.tools)
+
+
+def tool_options(
+    tools: Any,
+    tool_choice: Any,
+    approve: Any,
+    max_steps: Any,
+    params: dict[str, Any],
+) -> ToolOptions | None:
+    """``tools=`` and its companions, checked now. Functions start a loop; tool
+    descriptions already in a provider's own form (dicts) are sent as they are, in
+    ``params``, and their calls come back in ``turn.tool_calls``, not run."""
+    if tools is None or (isinstance(tools, list | tuple) and not tools):
+        items: list[Any] = []
+    elif isinstance(tools, list | tuple):
+        items = list(tools)
+    else:
+        items = [tools]
+    raw = [t for t in items if isinstance(t, dict)]
+    if not items or raw:
+        if raw and len(raw) != len(items):
+            raise ConfigurationError(
+                "tools=[…] mixes functions and tool descriptions (dicts): give "
+                "functions (nbstream runs them) or descriptions in the provider's own "
+                "form (sent as they are; the calls come back in turn.tool_calls)."
+            )
+        if approve or max_steps is not None:
+            raise ConfigurationError(
+                "approve= and max_steps= are for tools given as Python functions "
+                "(tools=[fn]), which nbstream runs."
+            )
+        if raw:
+            params["tools"] = raw
+        if tool_choice is not None:
+            params["tool_choice"] = tool_choice
+        return None
+    from .._core.tools import as_tools
+
+    toolset = as_tools(items)
+    names = [t.name for t in toolset]
+    if tool_choice is not None and (
+        not isinstance(tool_choice, str)
+        or tool_choice not in ("auto", "required", "none", *names)
+    ):
+        raise ConfigurationError(
+            f"tool_choice={tool_choice!r} is not a choice: use 'auto', 'required', "
+            f"'none' or the name of a tool ({', '.join(names)})."
+        )
+    if max_steps is None:
+        max_steps = DEFAULT_MAX_STEPS
+    if type(max_steps) is not int or max_steps < 1:
+        raise ConfigurationError(
+            f"max_steps={max_steps!r} must be a whole number of model steps, at "
+            "least 1 (e.g. max_steps=8)."
+        )
+    if approve is True:
+        approver: Approve | None = ask_in_terminal
+    elif approve is None or approve is False:
+        approver = None
+    elif callable(approve):
+        approver = approve
+    else:
+        raise ConfigurationError(
+            f"approve={approve!r} is not an approval: use True (ask before each call) "
+            "or a function that takes the call and returns True to run it."
+        )
+    return ToolOptions(toolset, tool_choice, approver, max_steps)
+
+
+_ask_lock = asyncio.Lock()
+
+
+async def ask_in_terminal(call: ToolCall) -> bool:
+    """``approve=True`` outside a notebook front end: ask on the terminal, one call at
+    a time."""
+    async with _ask_lock:
+        prompt = f"Run {call.name}({_args_text(call)})? [y/N] "
+        loop = asyncio.get_running_loop()
+        try:
+            answer = await loop.run_in_executor(_THREADS, input, prompt)
+        except (EOFError, OSError, RuntimeError):
+            return False  # nobody can answer: not approved
+    return str(answer).strip().lower() in ("y", "yes")
+
+
+def _args_text(call: ToolCall) -> str:
+    if isinstance(call.input, dict):
+        return ", ".join(f"{k}={v!r}" for k, v in call.input.items())
+    return call.arguments
+
+
+class ToolLoop:
+    """Runs one question's tool loop into ``turn`` (see the module docstring)."""
+
+    def __init__(
+        self, plan: Plan, turn: Turn, emit: Emit, loop: asyncio.AbstractEventLoop
+    ) -> None:
+        assert plan.tools is not None
+        self.plan, self.turn, self.emit, self.loop = plan, turn, emit, loop
+        self.options = plan.tools
+        self.by_name = {t.name: t for t in self.options.tools}
+        self.scrub = plan.spec.scrubber.scrub
+
+    async def run(self) -> Turn:
+        turn, plan, opts = self.turn, self.plan, self.options
+        request = replace(turn.request)
+        started = turn.created_at
+        step = 0
+        while True:
+            await plan.once(turn, self.emit, self.loop)
+            calls = turn.tool_calls
+            if turn.status != "complete" or not calls:
+                return turn
+            with turn._lock:
+                turn._next_step(request, started)
+                results = [
+                    ToolResult(c.id, c.name, c.arguments, c.input) for c in calls
+                ]
+                turn._steps.extend(results)
+            step += 1
+            if step >= opts.max_steps:
+                self._stop_at_limit(calls, results, step)
+                return turn
+            await self._run_calls(calls, results, step)
+            request = replace(turn.request, messages=[r.message() for r in results])
+            started = time.time()
+            self.emit([StepStart(step)])
+            plan = self._next_plan()
+
+    def _next_plan(self) -> Plan:
+        """The next model step: the question and every step so far, as history (so
+        each fallback renders it in its own wire format), tool choice back to auto."""
+        from .runner import Plan
+
+        first, turn = self.plan, self.turn
+        so_far = Turn(turn.request)
+        so_far._steps = list(turn._steps)
+        so_far.status = "complete"
+        history = (*first.history, so_far)
+        spec = first.client._spec(
+            [],
+            first.system,
+            first.spec.settings.model,
+            first.params,
+            history,
+            tools=first.spec.tools,
+        )
+        return Plan(first.client, spec, [], first.system, first.params, history)
+
+    # -- the calls of one step --------------------------------------------------------
+    async def _run_calls(
+        self, calls: Sequence[ToolCall], results: Sequence[ToolResult], step: int
+    ) -> None:
+        tasks = [
+            self.loop.create_task(self._call(c, r, step))
+            for c, r in zip(calls, results, strict=True)
+        ]
+        try:
+            await asyncio.gather(*tasks)
+        except asyncio.CancelledError:
+            # Stop: each call records how it ended (gather cancelled them), bounded
+            await asyncio.wait(tasks, timeout=STOP_GRACE_S + 1)
+            turn = self.turn
+            with turn._lock:
+                for r in results:
+                    if not r.done:  # never got to record it
+                        r.finish("cancelled", _STOPPED, now=0.0, error=_STOPPED)
+                if turn.status == "streaming":
+                    turn.status = "cancelled"
+            raise
+
+    async def _call(self, call: ToolCall, r: ToolResult, step: int) -> None:
+        """One call, to its end: never raises (but for Stop's cancellation, which it
+        records and swallows: the loop re-raises it)."""
+        tool = self.by_name.get(call.name)
+        try:
+            if tool is None:
+                names = ", ".join(self.by_name) or "none"
+                self._end(
+                    r, "error", f"Unknown tool {call.name!r}. The tools: {names}."
+                )
+                return
+            if call.error or call.input is None:
+                why = call.error or "the arguments are missing"
+                self._end(r, "error", f"The call to {call.name} was not made: {why}.")
+                return
+            try:
+                args, kwargs = tool.bind(call.input)
+            except ValueError as exc:  # ToolArgumentsError
+                self._end(r, "error", str(exc))
+                return
+            approve = self.options.approve
+            if approve is not None:
+                self._event(r, "approval", step)
+                if not await self._approved(approve, call, r):
+                    return
+            await self._invoke(tool, args, kwargs, r, step)
+        except asyncio.CancelledError:
+            if not r.done:
+                self._end(r, "cancelled", _STOPPED)
+        finally:
+            self._event(r, r.status, step)
+
+    async def _approved(self, approve: Approve, call: ToolCall, r: ToolResult) -> bool:
+        try:
+            answer = approve(call)
+            if inspect.isawaitable(answer):
+                answer = await answer
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self._end(r, "denied", f"Not run: approving it failed ({_exc_text(exc)}).")
+            return False
+        if answer is True:
+            return True
+        self._end(r, "denied", "Not run: the user did not approve this call.")
+        return False
+
+    async def _invoke(
+        self,
+        tool: Tool,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        r: ToolResult,
+        step: int,
+    ) -> None:
+        r.started_at = time.time()
+        t0 = time.perf_counter()
+        self._event(r, "running", step)
+        ctx = contextvars.copy_context()  # the caller's context (e.g. a cell's output)
+        work: asyncio.Future[Any]
+        thread: Future[Any] | None = None
+        if tool.is_async:
+            work = self.loop.create_task(tool.fn(*args, **kwargs), context=ctx)
+        else:
+            thread = _THREADS.submit(
+                functools.partial(ctx.run, tool.fn, *args, **kwargs)
+            )
+            work = asyncio.wrap_future(thread, loop=self.loop)
+        try:
+            await asyncio.wait([work])
+        except asyncio.CancelledError:
+            self._stopped(work, thread, r, time.perf_counter() - t0)
+            raise
+        now = time.perf_counter() - t0
+        try:
+            value = work.result()
+            if inspect.isawaitable(value):  # a sync function that returned a coroutine
+                value = await value
+                now = time.perf_counter() - t0
+        except asyncio.CancelledError:  # the function cancelled itself
+            self._end(r, "error", "CancelledError: the tool cancelled itself.", now=now)
+        except (Exception, SystemExit) as exc:
+            tb = "".join(traceback.format_exception(exc))
+            self._end(
+                r,
+                "error",
+                _exc_text(exc),
+                now=now,
+                traceback=cut(self.scrub(tb), MAX_TRACEBACK_CHARS),
+            )
+        else:
+            text = self.scrub(result_text(value, tool.max_result_chars))
+            self._end(r, "complete", text, now=now, value=value)
+
+    def _stopped(
+        self,
+        work: asyncio.Future[Any],
+        thread: Future[Any] | None,
+        r: ToolResult,
+        now: float,
+    ) -> None:
+        if thread is None:  # async: it ends at its next await
+            work.cancel()
+            self._end(r, "cancelled", _STOPPED, now=now)
+            task = self.loop.create_task(_settle(work, r))  # … or runs on: said so
+            _settling.add(task)
+            task.add_done_callback(_settling.discard)
+        elif thread.cancel():  # still waiting for a thread: it never ran
+            self._end(r, "cancelled", _STOPPED, now=now)
+        else:
+            self._end(
+                r,
+                "background",
+                "Stopped by the user while the function ran; it finishes in the "
+                "background and its result is not used.",
+                now=now,
+            )
+
+    def _end(
+        self,
+        r: ToolResult,
+        status: ToolStatus,
+        text: str,
+        *,
+        now: float = 0.0,
+        value: Any = None,
+        traceback: str | None = None,
+    ) -> None:
+        with self.turn._lock:
+            error = None if status == "complete" else text
+            r.finish(
+                status, text, now=now, error=error, value=value, traceback=traceback
+            )
+
+    def _event(self, r: ToolResult, status: str, step: int) -> None:
+        done = r.done
+        self.emit(
+            [
+                ToolRun(
+                    r.call_id,
+                    r.name,
+                    r.arguments,
+                    status,
+                    result=r.result if done else None,
+                    is_error=r.is_error if done else False,
+                    elapsed_s=r.elapsed_s if done else None,
+                    step=step,
+                )
+            ]
+        )
+
+    def _stop_at_limit(
+        self, calls: Sequence[ToolCall], results: Sequence[ToolResult], step: int
+    ) -> None:
+        limit = self.options.max_steps
+        note = f"Not run: the step limit was reached (max_steps={limit} model steps)."
+        turn = self.turn
+        with turn._lock:
+            for r in results:
+                r.finish("skipped", note, now=0.0, error=note)
+            turn.status = "incomplete"
+            turn.extra["step_limit"] = limit
+            n = len(calls)
+            turn.warnings.append(
+                f"Stopped after {step} model steps (max_steps={limit}): the model "
+                f"asked for {n} more tool call{'s' if n != 1 else ''}, not run. Ask it "
+                "to go on, or allow more steps with max_steps=."
+            )
+        for r in results:
+            self._event(r, r.status, step)
+
+
+_STOPPED = "Stopped by the user before the call ended."
+
+
+_settling: set[asyncio.Task[None]] = set()
+
+
+async def _settle(work: asyncio.Future[Any], r: ToolResult) -> None:
+    """A cancelled async tool that does not end within the grace period is running on
+    in the background: its record says so."""
+    done, _ = await asyncio.wait([work], timeout=STOP_GRACE_S)
+    if not done:
+        r.status = "background"
+        r.result = r.error = (
+            "Stopped by the user; the function ignored the cancellation and runs on "
+            "in the background (its result is not used)."
+        )
+    elif not work.cancelled():
+        work.exception()  # retrieved: a late error is not reported as unhandled
+
+
+def _exc_text(exc: BaseException) -> str:
+    text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    return cut(text, MAX_ERROR_CHARS)
