@@ -151,7 +151,10 @@ def as_tool(
             "function with type hints."
         ) from None
     try:
-        hints = typing.get_type_hints(fn, include_extras=True)
+        target = (
+            fn if inspect.isroutine(fn) or inspect.isclass(fn) else type(fn).__call__
+        )
+        hints = typing.get_type_hints(target, include_extras=True)
     except Exception as exc:  # a forward reference that does not resolve, …
         raise ConfigurationError(
             f"The type hints of the tool {tool_name} cannot be read ({type(exc).__name__}"
@@ -170,10 +173,12 @@ def as_tool(
         _check_type(tool_name, p.name, annotation)
         field = f"p{i}"
         default = ... if p.default is p.empty else p.default
-        fields[field] = (
-            annotation,
-            Field(default, alias=p.name, description=param_docs.get(p.name)),
-        )
+        info = Field(default, alias=p.name)
+        if (
+            p.name in param_docs
+        ):  # only then: Annotated[..., Field(description=…)] stays
+            info = Field(default, alias=p.name, description=param_docs[p.name])
+        fields[field] = (annotation, info)
         params.append((field, p.name, p.kind is p.POSITIONAL_ONLY))
     try:
         model = pydantic.create_model(
@@ -231,11 +236,12 @@ def _check_type(tool: str, param: str, annotation: Any) -> None:
         TypeAdapter(annotation).json_schema()
     except Exception as exc:
         shown = getattr(annotation, "__name__", None) or repr(annotation)
+        why = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         raise ConfigurationError(
             f"The tool {tool} cannot be offered: its parameter {param!r} has the type "
-            f"{shown}, which has no JSON schema ({type(exc).__name__}). Use str, int, "
-            "float, bool, a Literal, a list or dict of those, a dataclass, a TypedDict "
-            "or a pydantic model."
+            f"{shown}, which has no JSON schema ({type(exc).__name__}: {_cut(why)}). "
+            "Use str, int, float, bool, a Literal, a list or dict of those, a "
+            "dataclass, a TypedDict or a pydantic model."
         ) from None
 
 
@@ -332,6 +338,10 @@ def _explain(name: str, exc: ValidationError) -> str:
     more = exc.error_count() - len(problems)
     tail = f"; and {more} more" if more > 0 else ""
     return f"Invalid arguments for {name}: " + "; ".join(problems) + tail + "."
+
+
+def _cut(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _short(value: Any, limit: int = 60) -> str:

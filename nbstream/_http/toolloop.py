@@ -27,6 +27,7 @@ import functools
 import inspect
 import time
 import traceback
+import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -138,15 +139,18 @@ def tool_options(
     return ToolOptions(toolset, tool_choice, approver, max_steps)
 
 
-_ask_lock = asyncio.Lock()
+_ask_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 async def ask_in_terminal(call: ToolCall) -> bool:
     """``approve=True`` outside a notebook front end: ask on the terminal, one call at
     a time."""
-    async with _ask_lock:
+    loop = asyncio.get_running_loop()
+    lock = _ask_locks.setdefault(loop, asyncio.Lock())  # a lock belongs to one loop
+    async with lock:
         prompt = f"Run {call.name}({_args_text(call)})? [y/N] "
-        loop = asyncio.get_running_loop()
         try:
             answer = await loop.run_in_executor(_THREADS, input, prompt)
         except (EOFError, OSError, RuntimeError):
