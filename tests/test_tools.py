@@ -399,12 +399,13 @@ def test_the_stream_shows_each_call_live(server: LoopbackServer, mode: str) -> N
     events, turn = collect(client, mode, QUESTION, tools=[lookup])
     args = [e.arguments for e in events if isinstance(e, ToolCallDelta)]
     assert len(args) > 3 and "".join(args) == '{"city": "Paris"}'  # piece by piece
-    runs = [(e.name, e.status) for e in events if isinstance(e, ToolRun)]
-    assert runs == [("lookup", "running"), ("lookup", "complete")]
+    runs = [(e.name, e.status, e.step) for e in events if isinstance(e, ToolRun)]
+    assert runs == [("lookup", "running", 0), ("lookup", "complete", 0)]
     end = next(e for e in events if isinstance(e, ToolRun) and e.status == "complete")
     assert end.result == turn.tool_results[0].result and end.elapsed_s is not None
     order = [type(e).__name__ for e in events if isinstance(e, ToolRun | StepStart)]
     assert order == ["ToolRun", "ToolRun", "StepStart"]
+    assert next(e for e in events if isinstance(e, StepStart)).step == 1
     assert turn.text == "21 C."
 
 

@@ -189,7 +189,7 @@ class ToolRun:
     result: str | None = None
     is_error: bool = False
     elapsed_s: float | None = None
-    step: int = 0
+    step: int = 0  # the model step that asked for it (0: the first)
     type: Literal["tool_run"] = "tool_run"
 
 

@@ -180,7 +180,7 @@ class ToolLoop:
         turn, plan, opts = self.turn, self.plan, self.options
         request = replace(turn.request)
         started = turn.created_at
-        step = 0
+        step = 0  # the model step running now (0 asks the question)
         while True:
             await plan.once(turn, self.emit, self.loop)
             calls = turn.tool_calls
@@ -192,11 +192,11 @@ class ToolLoop:
                     ToolResult(c.id, c.name, c.arguments, c.input) for c in calls
                 ]
                 turn._steps.extend(results)
-            step += 1
-            if step >= opts.max_steps:
+            if step + 1 >= opts.max_steps:
                 self._stop_at_limit(calls, results, step)
                 return turn
             await self._run_calls(calls, results, step)
+            step += 1
             request = replace(turn.request, messages=[r.message() for r in results])
             started = time.time()
             self.emit([StepStart(step)])
@@ -408,7 +408,7 @@ class ToolLoop:
             turn.extra["step_limit"] = limit
             n = len(calls)
             turn.warnings.append(
-                f"Stopped after {step} model steps (max_steps={limit}): the model "
+                f"Stopped after {step + 1} model steps (max_steps={limit}): the model "
                 f"asked for {n} more tool call{'s' if n != 1 else ''}, not run. Ask it "
                 "to go on, or allow more steps with max_steps=."
             )
