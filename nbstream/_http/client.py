@@ -28,7 +28,7 @@ from .request import RequestSpec, SealedHeaders
 from .runner import Entry, Plan
 from .settings import Settings, Timeouts, resolve
 from .streams import AsyncStream, Stream, in_loop
-from .toolloop import Approve, ToolOptions, tool_options
+from .tooloptions import Approve, ToolOptions, tool_options
 from .transport import HTTP, guard_logs
 
 if TYPE_CHECKING:

@@ -18,7 +18,7 @@ from typing import Any
 from .._core.transcript import Transcript, Turn
 from .client import Client, Messages
 from .streams import AsyncStream, Stream
-from .toolloop import tool_options
+from .tooloptions import tool_options
 
 __all__ = ["Conversation"]
 

@@ -48,7 +48,7 @@ from .retry import retry_delay
 
 if TYPE_CHECKING:
     from .client import Client
-    from .toolloop import ToolOptions
+    from .tooloptions import ToolOptions
 
 __all__ = ["Entry", "Plan", "Runner"]
 

@@ -27,141 +27,33 @@ import functools
 import inspect
 import time
 import traceback
-import weakref
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from .._core.errors import ConfigurationError
 from .._core.events import Event, StepStart, ToolRun
 from .._core.reply import ToolCall
 from .._core.toolresult import ToolResult, ToolStatus, cut, result_text
 from .._core.transcript import Turn
+from .tooloptions import Approve
 
 if TYPE_CHECKING:
     from .._core.tools import Tool
     from .runner import Plan
 
-__all__ = ["DEFAULT_MAX_STEPS", "Approve", "ToolLoop", "ToolOptions", "tool_options"]
+__all__ = ["THREADS", "ToolLoop"]
 
-DEFAULT_MAX_STEPS = 8
 STOP_GRACE_S = 1.0  # how long a cancelled async tool may take to end before it is
 # reported as finishing in the background
 MAX_ERROR_CHARS = 2_000  # an exception's message, as the model reads it
 MAX_TRACEBACK_CHARS = 8_000
 
-Approve = Callable[[ToolCall], "bool | Awaitable[bool]"]
 Emit = Callable[[list[Event]], None]
 
 # Sync tools run here, not on the loop's default executor: a thread still running after
 # a Stop must not hold up asyncio.run()'s shutdown, which waits for that executor.
-_THREADS = ThreadPoolExecutor(max_workers=32, thread_name_prefix="nbstream-tool")
-
-
-@dataclass(frozen=True)
-class ToolOptions:
-    """The tools of one question, and how the loop runs them."""
-
-    tools: tuple[Tool, ...]
-    tool_choice: str | None = None
-    approve: Approve | None = None
-    max_steps: int = DEFAULT_MAX_STEPS
-
-    def specs(self) -> tuple[dict[str, Any], ...]:
-        return tuple(t.spec() for t in self.tools)
-
-
-def tool_options(
-    tools: Any,
-    tool_choice: Any,
-    approve: Any,
-    max_steps: Any,
-    params: dict[str, Any],
-) -> ToolOptions | None:
-    """``tools=`` and its companions, checked now. Functions start a loop; tool
-    descriptions already in a provider's own form (dicts) are sent as they are, in
-    ``params``, and their calls come back in ``turn.tool_calls``, not run."""
-    if tools is None or (isinstance(tools, list | tuple) and not tools):
-        items: list[Any] = []
-    elif isinstance(tools, list | tuple):
-        items = list(tools)
-    else:
-        items = [tools]
-    raw = [t for t in items if isinstance(t, dict)]
-    if not items or raw:
-        if raw and len(raw) != len(items):
-            raise ConfigurationError(
-                "tools=[…] mixes functions and tool descriptions (dicts): give "
-                "functions (nbstream runs them) or descriptions in the provider's own "
-                "form (sent as they are; the calls come back in turn.tool_calls)."
-            )
-        if approve or max_steps is not None:
-            raise ConfigurationError(
-                "approve= and max_steps= are for tools given as Python functions "
-                "(tools=[fn]), which nbstream runs."
-            )
-        if raw:
-            params["tools"] = raw
-        if tool_choice is not None:
-            params["tool_choice"] = tool_choice
-        return None
-    from .._core.tools import as_tools
-
-    toolset = as_tools(items)
-    names = [t.name for t in toolset]
-    if tool_choice is not None and (
-        not isinstance(tool_choice, str)
-        or tool_choice not in ("auto", "required", "none", *names)
-    ):
-        raise ConfigurationError(
-            f"tool_choice={tool_choice!r} is not a choice: use 'auto', 'required', "
-            f"'none' or the name of a tool ({', '.join(names)})."
-        )
-    if max_steps is None:
-        max_steps = DEFAULT_MAX_STEPS
-    if type(max_steps) is not int or max_steps < 1:
-        raise ConfigurationError(
-            f"max_steps={max_steps!r} must be a whole number of model steps, at "
-            "least 1 (e.g. max_steps=8)."
-        )
-    if approve is True:
-        approver: Approve | None = ask_in_terminal
-    elif approve is None or approve is False:
-        approver = None
-    elif callable(approve):
-        approver = approve
-    else:
-        raise ConfigurationError(
-            f"approve={approve!r} is not an approval: use True (ask before each call) "
-            "or a function that takes the call and returns True to run it."
-        )
-    return ToolOptions(toolset, tool_choice, approver, max_steps)
-
-
-_ask_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-async def ask_in_terminal(call: ToolCall) -> bool:
-    """``approve=True`` outside a notebook front end: ask on the terminal, one call at
-    a time."""
-    loop = asyncio.get_running_loop()
-    lock = _ask_locks.setdefault(loop, asyncio.Lock())  # a lock belongs to one loop
-    async with lock:
-        prompt = f"Run {call.name}({_args_text(call)})? [y/N] "
-        try:
-            answer = await loop.run_in_executor(_THREADS, input, prompt)
-        except (EOFError, OSError, RuntimeError):
-            return False  # nobody can answer: not approved
-    return str(answer).strip().lower() in ("y", "yes")
-
-
-def _args_text(call: ToolCall) -> str:
-    if isinstance(call.input, dict):
-        return ", ".join(f"{k}={v!r}" for k, v in call.input.items())
-    return call.arguments
+THREADS = ThreadPoolExecutor(max_workers=32, thread_name_prefix="nbstream-tool")
 
 
 class ToolLoop:
@@ -187,6 +79,8 @@ class ToolLoop:
             if turn.status != "complete" or not calls:
                 return turn
             with turn._lock:
+                for c in calls:  # a server that sends no ids: the history needs them
+                    c.id = c.id or f"call_{step}_{c.index}"
                 turn._next_step(request, started)
                 results = [
                     ToolResult(c.id, c.name, c.arguments, c.input) for c in calls
@@ -308,7 +202,7 @@ class ToolLoop:
         if tool.is_async:
             work = self.loop.create_task(tool.fn(*args, **kwargs), context=ctx)
         else:
-            thread = _THREADS.submit(
+            thread = THREADS.submit(
                 functools.partial(ctx.run, tool.fn, *args, **kwargs)
             )
             work = asyncio.wrap_future(thread, loop=self.loop)
