@@ -86,7 +86,7 @@ def calls_msg(
     if api == "openai":
         return {
             "role": "assistant",
-            "content": text or None,
+            "content": text,  # "" when there is none: servers refuse null
             "tool_calls": [
                 {
                     "id": i,

@@ -90,7 +90,12 @@ class OpenAIProvider:
         text, calls = ch.text or ch.refusal or "", ch.tool_calls
         if not text and not calls:
             return None
-        msg: dict[str, Any] = {"role": "assistant", "content": text or None}
+        # "" rather than null beside tool calls: OpenAI takes either, but llama.cpp's
+        # server, llama-cpp-python's and SGLang refuse null, so a tool loop broke there
+        msg: dict[str, Any] = {
+            "role": "assistant",
+            "content": text if text or calls else None,
+        }
         if calls:
             msg["tool_calls"] = [
                 {
@@ -143,6 +148,11 @@ def _wire(m: dict[str, Any]) -> dict[str, Any]:
     if isinstance(content, list):
         out["content"] = [_part(p) for p in content]
     if role == "assistant" and m.get("tool_calls"):
+        neutral = any(
+            isinstance(c, dict) and "function" not in c for c in m["tool_calls"]
+        )
+        if neutral and out.get("content") is None:
+            out["content"] = ""  # see reply_message (OpenAI's own form goes as written)
         out["tool_calls"] = [
             {
                 "id": c["id"],
