@@ -143,7 +143,8 @@ def test_tool_names_that_are_not_functions_are_usage_errors(kernel: Kernel) -> N
         ("--tools lookup,plot_sales", "'plot_sales' is not defined in the notebook"),
         ("--tools not_a_function", "'not_a_function' is a int, not a function"),
         ("--tools lookup,", "has an empty name"),
-        ("--approve", "--approve and --max-steps go with --tools"),
+        ("--approve", "--approve, --max-steps and --tool-choice go with --tools"),
+        ("--tools lookup --tool-choice lookups", "--tool-choice 'lookups' is not"),
         ("--tools lookup --max-steps 0", "--max-steps 0 must be at least 1"),
     ]:
         ex = kernel.run(f"%%chat {line}\nHi")
@@ -224,6 +225,7 @@ def test_batch_runs_give_one_final_output_and_refuse_approve(
     assert not ex.of_type("update_display_data") and not customs(ex, "tool")
     shown = rich(final_output(ex))
     assert "lookup(" in shown and "25 C in Rome." in shown
+    assert "· done</summary>" in shown  # no timings: the same output run to run
     no = kernel.run("%%chat --tools lookup --approve\nRome?", allow_stdin=False)
     assert "UsageError: --approve needs someone to answer" in no.stderr
 

@@ -90,6 +90,7 @@ class _Options:
     tools: str | None
     approve: bool
     max_steps: int | None
+    tool_choice: str | None
 
 
 @magics_class
@@ -203,6 +204,11 @@ class ChatMagics(Magics):
         "--approve",
         action="store_true",
         help="Ask before each tool call (Approve / Deny in the output).",
+    )
+    @argument(
+        "--tool-choice",
+        dest="tool_choice",
+        help="auto, required, none, or a tool's name (for the first step).",
     )
     @argument(
         "--max-steps",
@@ -328,10 +334,18 @@ class ChatMagics(Magics):
         if tools:
             params["tools"] = tools
             params["max_steps"] = opts.max_steps or self.max_steps
-        elif opts.approve or opts.max_steps is not None:
+            if opts.tool_choice is not None:
+                names = [t.name for t in tools]
+                if opts.tool_choice not in ("auto", "required", "none", *names):
+                    raise UsageError(
+                        f"--tool-choice {opts.tool_choice!r} is not a choice: use "
+                        f"auto, required, none or a tool's name ({', '.join(names)})."
+                    )
+                params["tool_choice"] = opts.tool_choice
+        elif opts.approve or opts.max_steps is not None or opts.tool_choice:
             raise UsageError(
-                "--approve and --max-steps go with --tools NAMES (the functions the "
-                "model may call)."
+                "--approve, --max-steps and --tool-choice go with --tools NAMES (the "
+                "functions the model may call)."
             )
         if opts.approve and self.mode() == "batch":
             raise UsageError(
@@ -675,7 +689,9 @@ def _batch_bundle(turn: Turn, allow_images: bool = False) -> dict[str, str]:
     r = readout_of(turn)
     keys = ("status", "input_tokens", "output_tokens", "estimated", "finish_reason")
     line = readout_text({k: r[k] for k in keys})
-    return final_bundle(turn, readout_line=line, allow_images=allow_images)
+    return final_bundle(
+        turn, readout_line=line, allow_images=allow_images, timings=False
+    )
 
 
 def _history_html(conv: Conversation, allow_images: bool = False) -> str:
@@ -744,6 +760,7 @@ _HELP = """\
   -c NAME (conversation)  -o VAR (store the Turn)  -i (fill {name})
   --new (fresh conversation)  -b/--background
   --tools f,g (functions the model may call)  --approve (ask first)  --max-steps N
+  --tool-choice auto|required|none|NAME
 %chat history [NAME] | clear [NAME] | config | stop | list | help
 nbstream.conversation(NAME).transcript holds every turn (to_pandas(), save(), …)."""
 

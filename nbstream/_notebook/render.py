@@ -210,18 +210,18 @@ def _lines(text: str) -> str:
     return escapeHtml(text).replace("\n", "<br />\n")
 
 
-def _loop_parts(turn: Turn, allow_images: bool) -> list[str]:
+def _loop_parts(turn: Turn, allow_images: bool, timings: bool) -> list[str]:
     """A tool loop's earlier steps: their texts, and a block per call (toolview.py)."""
     return [
         p
         if isinstance(p, Html)
         else f'<div class="nbs-text">\n{render_markdown(p, allow_images=allow_images)}</div>\n'
-        for p in loop_parts(turn)
+        for p in loop_parts(turn, timings=timings)
     ]
 
 
-def _reply_parts(turn: Turn, allow_images: bool) -> list[str]:
-    parts = _loop_parts(turn, allow_images)
+def _reply_parts(turn: Turn, allow_images: bool, timings: bool = True) -> list[str]:
+    parts = _loop_parts(turn, allow_images, timings)
     if turn.reasoning:
         parts.append(
             '<details class="nbs-reasoning"><summary>Reasoning</summary>\n'
@@ -299,12 +299,16 @@ def final_bundle(
     show_readout: bool = True,
     readout_line: str | None = None,
     allow_images: bool = False,
+    timings: bool = True,
 ) -> dict[str, str]:
     """The reply as a display bundle (HTML and plain text) that shows without a kernel
     or widget manager: in a saved notebook, nbconvert, GitHub. ``readout_line`` replaces
-    the readout (the batch output's has no timings)."""
-    parts = _reply_parts(turn, allow_images) or ["<p><em>(no reply)</em></p>\n"]
-    said = loop_text(turn) + ([turn.text] if turn.text else [])
+    the readout (the batch output's has no timings); ``timings=False`` leaves the time
+    of each tool call out too."""
+    parts = _reply_parts(turn, allow_images, timings) or [
+        "<p><em>(no reply)</em></p>\n"
+    ]
+    said = loop_text(turn, timings=timings) + ([turn.text] if turn.text else [])
     calls = [] if is_loop(turn) else turn.tool_calls
     said += [f"Tool call {c.name}: {c.arguments}" for c in calls]
     if turn.refusal:

@@ -57,14 +57,16 @@ def _short(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def block_summary(b: dict[str, Any]) -> str:
-    """The block's one line: ``name(arguments) · status · time`` (not escaped)."""
+def block_summary(b: dict[str, Any], *, timings: bool = True) -> str:
+    """The block's one line: ``name(arguments) · status · time`` (not escaped;
+    without the time when ``timings`` is false: a batch run's output is the same run
+    to run)."""
     status = str(b.get("status") or "")
     parts = [
         f"{b.get('name') or '?'}({_short(str(b.get('arguments') or ''), SUMMARY_ARGS)})",
         STATUS.get(status, status),
     ]
-    took = _time(b.get("elapsed_s"))
+    took = _time(b.get("elapsed_s")) if timings else ""
     if took and status not in ("streaming", "approval", "running"):
         parts.append(took)
     return " · ".join(p for p in parts if p)
@@ -84,7 +86,7 @@ def _esc(text: str) -> str:
     return html.escape(text, quote=True).replace("\n", "&#10;")
 
 
-def block_html(b: dict[str, Any]) -> str:
+def block_html(b: dict[str, Any], *, timings: bool = True) -> str:
     """One call as a collapsed ``<details>`` block, on one line; every text in it
     escaped."""
     inner = [
@@ -100,7 +102,9 @@ def block_html(b: dict[str, Any]) -> str:
     status = _esc(str(b.get("status") or ""))
     return (
         f'<details class="nbs-tool" data-status="{status}">'
-        f"<summary>{_esc(block_summary(b))}</summary>" + "".join(inner) + "</details>"
+        f"<summary>{_esc(block_summary(b, timings=timings))}</summary>"
+        + "".join(inner)
+        + "</details>"
     )
 
 
@@ -134,16 +138,19 @@ def _pieces(turn: Turn) -> list[str | dict[str, Any]]:
     return out
 
 
-def loop_parts(turn: Turn) -> list[str]:
+def loop_parts(turn: Turn, *, timings: bool = True) -> list[str]:
     """The parts of a tool loop's output before its reply: each earlier step's text
     (model text: render it as the reply is) and each call's block (``Html``). Empty
     for a turn without tools, whose output is its reply alone."""
     if not is_loop(turn):
         return []
-    return [p if isinstance(p, str) else Html(block_html(p)) for p in _pieces(turn)]
+    return [
+        p if isinstance(p, str) else Html(block_html(p, timings=timings))
+        for p in _pieces(turn)
+    ]
 
 
-def loop_text(turn: Turn) -> list[str]:
+def loop_text(turn: Turn, *, timings: bool = True) -> list[str]:
     """The same as plain text: the earlier steps' texts and a line per call."""
     if not is_loop(turn):
         return []
@@ -151,7 +158,11 @@ def loop_text(turn: Turn) -> list[str]:
         p
         if isinstance(p, str)
         else tool_line(
-            p["name"], p["arguments"], p["status"], p["result"], p["elapsed_s"]
+            p["name"],
+            p["arguments"],
+            p["status"],
+            p["result"],
+            p["elapsed_s"] if timings else None,
         )
         for p in _pieces(turn)
     ]
