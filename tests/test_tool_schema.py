@@ -352,3 +352,17 @@ def test_a_tool_made_by_hand_keeps_its_name_and_description() -> None:
     assert isinstance(t, Tool) and as_tool(t) is t
     assert t.spec()["name"] == "weather"
     assert t.spec()["description"] == "The weather now."
+
+
+def test_a_function_asked_again_reuses_its_schema_until_it_changes() -> None:
+    def f(x: int) -> int:
+        """Doubles."""
+        return 2 * x
+
+    first = as_tool(f)
+    assert as_tool(f) is first  # each chat() call asks again: no rebuild
+    assert as_tool(f, name="g") is not first
+    f.__annotations__["x"] = str  # changed in place: built again
+    assert as_tool(f).parameters["properties"]["x"] == {"type": "string"}
+    f.__doc__ = "Triples."
+    assert as_tool(f).description == "Triples."
