@@ -677,3 +677,55 @@ def test_approve_true_asks_on_the_terminal(
         "Run lookup(city='Rome')? [y/N] ",
     ]
     assert [r.status for r in turn.tool_results] == ["complete", "denied"]
+
+
+def test_a_tool_result_never_carries_the_key(server: LoopbackServer) -> None:
+    key = "sk-test-TOOLKEY-0123456789abcdef"
+
+    def leaky() -> str:
+        """Returns the environment, key included."""
+        return f"OPENAI_API_KEY={key}"
+
+    def raises() -> str:
+        raise RuntimeError(f"auth failed for {key}")
+
+    def long(n: int) -> str:
+        """The key straddles the cut."""
+        return "x" * 90 + key
+
+    server.enqueue(
+        calls_reply("openai", [Call("leaky"), Call("raises"), Call("long", {"n": 1})]),
+        text_reply("openai", ["ok"]),
+    )
+    client = Client(base_url=server.base_url, model="m", api_key=key)
+    from nbstream import as_tool
+
+    turn = client.chat("Go", tools=[leaky, raises, as_tool(long, max_result_chars=100)])
+    assert turn.tool_results[2].result.startswith("x" * 90)
+    sent = server.requests[1].body.decode()
+    assert key not in sent and key[8:20] not in sent
+    assert "OPENAI_API_KEY=" in sent  # the rest of the result went
+    saved = Transcript([turn]).to_json()
+    assert key not in saved and key[8:20] not in saved
+
+
+def test_a_step_that_fails_falls_back_like_any_request(server: LoopbackServer) -> None:
+    server.enqueue(
+        calls_reply("openai", [Call("lookup", {"city": "Rome"})]),
+        Reply.json(503, {"error": {"message": "overloaded"}}),
+        text_reply("openai", ["25 C."]),
+    )
+    client = Client(
+        base_url=server.base_url,
+        model="model-a",
+        api_key="sk-test-x",
+        fallbacks=["model-b"],
+        max_retries=0,
+    )
+    turn = client.chat(QUESTION, tools=[lookup])
+    assert turn.status == "complete" and turn.text == "25 C."
+    a, b, c = bodies(server)
+    assert [a["model"], b["model"], c["model"]] == ["model-a", "model-a", "model-b"]
+    assert c["messages"] == b["messages"] and c["tools"] == a["tools"]
+    assert [x.model for x in turn.attempts] == ["model-a", "model-b"]
+    assert kinds(turn) == ["model:complete", "tool:lookup:complete", "model:complete"]

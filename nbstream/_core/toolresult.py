@@ -128,10 +128,10 @@ class ToolResult:
 _FIELDS = frozenset(ToolResult.__dataclass_fields__) - {"value"}
 
 
-def result_text(value: Any, limit: int = MAX_RESULT_CHARS) -> str:
+def result_text(value: Any, limit: int | None = MAX_RESULT_CHARS) -> str:
     """What a return value says to the model: a ``str`` as it is, anything else as
     JSON (dataclasses, pydantic models, dates … by pydantic's rules; what has no JSON
-    form by its ``repr``), cut at ``limit`` characters."""
+    form by its ``repr``), cut at ``limit`` characters (``None``: whole)."""
     if isinstance(value, str):
         text = value
     else:
@@ -143,10 +143,11 @@ def result_text(value: Any, limit: int = MAX_RESULT_CHARS) -> str:
             )
         except (TypeError, ValueError, RecursionError):
             text = repr(value)
-    return cut(text, limit)
+    return text if limit is None else cut(text, limit)
 
 
 def cut(text: str, limit: int) -> str:
+    """``text``, or its first ``limit`` characters and a note saying how long it was."""
     if len(text) <= limit:
         return text
     return (

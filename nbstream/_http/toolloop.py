@@ -226,11 +226,15 @@ class ToolLoop:
                 "error",
                 _exc_text(exc),
                 now=now,
-                traceback=cut(self.scrub(tb), MAX_TRACEBACK_CHARS),
+                traceback=cut(
+                    self.scrub(tb), MAX_TRACEBACK_CHARS
+                ),  # scrubbed, then cut
             )
         else:
-            text = self.scrub(result_text(value, tool.max_result_chars))
-            self._end(r, "complete", text, now=now, value=value)
+            text = result_text(value, None)
+            self._end(
+                r, "complete", text, now=now, value=value, limit=tool.max_result_chars
+            )
 
     def _stopped(
         self,
@@ -265,7 +269,11 @@ class ToolLoop:
         now: float = 0.0,
         value: Any = None,
         traceback: str | None = None,
+        limit: int = MAX_ERROR_CHARS,
     ) -> None:
+        # a function's result or error may hold the key: scrubbed before it is cut, or
+        # a key cut in the middle would leave most of itself behind
+        text = cut(self.scrub(text), limit)
         with self.turn._lock:
             error = None if status == "complete" else text
             r.finish(
@@ -331,5 +339,4 @@ async def _settle(work: asyncio.Future[Any], r: ToolResult) -> None:
 
 
 def _exc_text(exc: BaseException) -> str:
-    text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-    return cut(text, MAX_ERROR_CHARS)
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
