@@ -729,3 +729,21 @@ def test_a_step_that_fails_falls_back_like_any_request(server: LoopbackServer) -
     assert c["messages"] == b["messages"] and c["tools"] == a["tools"]
     assert [x.model for x in turn.attempts] == ["model-a", "model-b"]
     assert kinds(turn) == ["model:complete", "tool:lookup:complete", "model:complete"]
+
+
+def test_a_bug_in_the_loop_is_an_internal_error_with_the_steps_kept(
+    server: LoopbackServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from nbstream import InternalError
+    from nbstream._http.toolloop import ToolLoop
+
+    def broken(self: Any) -> Any:
+        raise AttributeError("oops")
+
+    monkeypatch.setattr(ToolLoop, "_next_plan", broken)
+    server.enqueue(calls_reply("openai", [Call("lookup", {"city": "Rome"})]))
+    with pytest.raises(InternalError, match="while running a tool loop") as info:
+        client_for(server, "openai").chat(QUESTION, tools=[lookup])
+    turn = info.value.turn
+    assert turn is not None and turn.status == "error"
+    assert kinds(turn) == ["model:complete", "tool:lookup:complete", "model:error"]

@@ -86,11 +86,23 @@ class Plan:
     async def run(
         self, turn: Turn, emit: Emit, loop: asyncio.AbstractEventLoop
     ) -> Turn:
-        if self.tools is not None:
-            from .toolloop import ToolLoop
+        if self.tools is None:
+            return await self.once(turn, emit, loop)
+        from .toolloop import ToolLoop
 
+        try:
             return await ToolLoop(self, turn, emit, loop).run()
-        return await self.once(turn, emit, loop)
+        except (NbstreamError, asyncio.CancelledError):
+            raise
+        except Exception as exc:  # a bug of ours must not look like a Stop
+            err = InternalError(
+                f"nbstream failed while running a tool loop ({type(exc).__name__}: "
+                f"{exc}). Every step so far is kept in turn.steps. This is a bug in "
+                "nbstream: please report it.",
+                turn=turn,
+            )
+            turn.status, turn.error = "error", ErrorInfo("InternalError", err.message)
+            raise err from None
 
     async def once(
         self, turn: Turn, emit: Emit, loop: asyncio.AbstractEventLoop
