@@ -213,7 +213,7 @@ def _lines(text: str) -> str:
 def _loop_parts(turn: Turn, allow_images: bool, timings: bool) -> list[str]:
     """A tool loop's earlier steps: their texts, and a block per call (toolview.py)."""
     return [
-        p
+        p + "\n"
         if isinstance(p, Html)
         else f'<div class="nbs-text">\n{render_markdown(p, allow_images=allow_images)}</div>\n'
         for p in loop_parts(turn, timings=timings)
