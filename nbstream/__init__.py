@@ -31,13 +31,16 @@ from ._core.events import (
     Meta,
     ReasoningDelta,
     RefusalDelta,
+    StepStart,
     StreamWarning,
     TextDelta,
     ToolCallDelta,
     ToolCallEnd,
+    ToolRun,
     Usage,
     UsageEvent,
 )
+from ._core.toolresult import ToolResult
 from ._core.transcript import (
     Choice,
     ErrorInfo,
@@ -54,6 +57,7 @@ from ._http.settings import Timeouts
 from ._http.streams import AsyncStream, Stream
 
 if TYPE_CHECKING:
+    from ._core.tools import Tool, as_tool
     from ._notebook.widget import ChatWidget
 
 __version__ = "0.1.0"
@@ -65,6 +69,10 @@ def __getattr__(name: str) -> Any:
         from ._notebook.widget import ChatWidget
 
         return ChatWidget
+    if name in ("Tool", "as_tool"):  # pydantic loads only when tools are used
+        from ._core import tools
+
+        return getattr(tools, name)
     raise AttributeError(f"module 'nbstream' has no attribute {name!r}")
 
 
@@ -107,18 +115,23 @@ __all__ = [
     "ReasoningDelta",
     "RefusalDelta",
     "Request",
+    "StepStart",
     "Stream",
     "StreamWarning",
     "TextDelta",
     "Timeouts",
+    "Tool",
     "ToolCall",
     "ToolCallDelta",
     "ToolCallEnd",
+    "ToolResult",
+    "ToolRun",
     "Transcript",
     "Turn",
     "Usage",
     "UsageEvent",
     "__version__",
+    "as_tool",
     "conversation",
     "conversations",
     "load_ipython_extension",

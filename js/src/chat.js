@@ -10,6 +10,7 @@ import {
 import { subscribe, syncMessages } from "./model_events.js";
 import { readoutText } from "./readout.js";
 import { makeScheduler, TextStream } from "./text_stream.js";
+import { Segments, ToolState } from "./tool_blocks.js";
 import "./chat.css";
 
 setHighlighter(highlightCode);
@@ -72,8 +73,10 @@ function render({ model, el }) {
 
   // -- state of this view ---------------------------------------------------------------
   const live = new TextStream();
+  const liveTools = new ToolState(); // the live reply's tool-call blocks
   let liveId = "";
   let liveReadout = null;
+  const answer = (id, ok) => model.send({ type: "approve", id, ok });
   const nodes = new Map(); // message id -> {root, body, thinking, thinkingBody, readout, error, key}
 
   const atBottom = () => list.scrollHeight - list.scrollTop - list.clientHeight < 40;
@@ -95,12 +98,43 @@ function render({ model, el }) {
     return n;
   }
 
-  function fill(n, msg, text, reasoning, readout, streaming = false) {
+  // A reply with tool calls: its text cut at each call's block (tool_blocks.js); each
+  // piece rendered live while it streams, in full once at the end.
+  function fillWithTools(n, text, blocks, streaming, allowImages) {
+    n.streaming = streaming;
+    if (n.segments && n.allowImages !== allowImages) {
+      for (const seg of n.segments.texts) seg.shown = null; // render every piece again
+    }
+    n.allowImages = allowImages;
+    if (!n.segments) {
+      n.md.reset();
+      n.body.replaceChildren();
+      n.segments = new Segments(n.body, (div) => {
+        const md = new LiveMarkdown(div);
+        return {
+          render(piece) {
+            const opts = { allowImages: n.allowImages };
+            if (n.streaming) {
+              md.render(piece, opts);
+            } else {
+              md.reset();
+              div.innerHTML = renderMarkdown(piece, opts);
+            }
+          },
+        };
+      }, answer);
+    }
+    n.segments.update(text, blocks);
+  }
+
+  function fill(n, msg, text, reasoning, readout, streaming = false, blocks = msg.tools) {
     const allowImages = !!model.get("allow_images");
     if (msg.role === "user") {
       n.body.textContent = text; // the user's own words, as typed
     } else {
-      if (!text && msg.status === "cancelled") {
+      if (blocks && blocks.length) {
+        fillWithTools(n, text, blocks, streaming, allowImages);
+      } else if (!text && msg.status === "cancelled") {
         n.md.reset();
         n.body.replaceChildren(h("p", { class: "nbs-note" }, "Stopped before the first token."));
       } else if (streaming) {
@@ -137,11 +171,12 @@ function render({ model, el }) {
       const streaming = msg.role === "assistant" && msg.status === "streaming";
       if (streaming && msg.id === liveId && live.seq >= 0) {
         fill(n, msg, live.text, live.reasoning, { ...msg.readout, ...liveReadout, status: "streaming" },
-          true);
+          true, liveTools.list);
         n.key = "";
       } else {
+        const tools = (msg.tools || []).map((b) => `${b.key}:${b.status}`).join(",");
         const key = `${msg.status}|${msg.text.length}|${msg.error}|${msg.text.slice(-32)}|` +
-          `${!!model.get("allow_images")}`;
+          `${!!model.get("allow_images")}|${tools}`;
         if (n.key !== key) {
           fill(n, msg, msg.text, msg.reasoning, msg.readout);
           n.key = key;
@@ -174,6 +209,7 @@ function render({ model, el }) {
       if (msg.id !== liveId) {
         liveId = msg.id;
         liveReadout = null;
+        liveTools.reset([]);
         live.seq = -1;
         live.text = "";
         live.reasoning = "";
@@ -189,7 +225,17 @@ function render({ model, el }) {
         live.seq = -1;
       }
       if (msg.readout) liveReadout = msg.readout;
-      if (live.snapshot(msg)) scheduler.request(true);
+      liveTools.reset(msg.tools);
+      if (live.snapshot(msg) || msg.tools) scheduler.request(true);
+    } else if (msg.type === "tool") {
+      if (msg.id !== liveId) {
+        liveId = msg.id;
+        liveReadout = null;
+        liveTools.reset([]);
+        live.seq = -1; // its text has not been seen yet: ask for it
+        model.send({ type: "resync" });
+      }
+      if (liveTools.put(msg.block)) scheduler.request(true);
     }
   };
   const onTraits = () => scheduler.request(true);

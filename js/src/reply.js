@@ -3,6 +3,7 @@ import { addCopyButtons, handleCopyClicks, LiveMarkdown } from "./markdown.js";
 import { subscribe } from "./model_events.js";
 import { readoutText } from "./readout.js";
 import { makeScheduler, TextStream } from "./text_stream.js";
+import { Segments, ToolState } from "./tool_blocks.js";
 import "./reply.css";
 
 function el(tag, attrs = {}, ...children) {
@@ -31,8 +32,26 @@ function render({ model, el: host }) {
 
   let live = {};
   const md = new LiveMarkdown(body); // redraws only the last block while streaming
+  const tools = new ToolState(); // tool-call blocks (a reply with tools=)
+  let segments = null; // once there is a block: the text cut at each call
+  const answer = (id, ok) => model.send({ type: "approve", id, ok });
+  const renderText = () => {
+    const opts = { allowImages: !!model.get("allow_images") };
+    if (!tools.byKey.size) {
+      md.render(stream.text, opts);
+      return;
+    }
+    if (!segments) {
+      body.replaceChildren();
+      segments = new Segments(body, (div) => {
+        const piece = new LiveMarkdown(div);
+        return { render: (t) => piece.render(t, { allowImages: !!model.get("allow_images") }) };
+      }, answer);
+    }
+    segments.update(stream.text, tools.list);
+  };
   const paint = () => {
-    md.render(stream.text, { allowImages: !!model.get("allow_images") });
+    renderText();
     addCopyButtons(body);
     if (stream.reasoning) {
       thinking.hidden = false;
@@ -50,7 +69,10 @@ function render({ model, el: host }) {
       if (r === "applied" || msg.readout) scheduler.request();
     } else if (msg.type === "snapshot") {
       if (msg.readout) live = msg.readout;
-      if (stream.snapshot(msg)) scheduler.request(true);
+      if (msg.tools) tools.reset(msg.tools);
+      if (stream.snapshot(msg) || msg.tools) scheduler.request(true);
+    } else if (msg.type === "tool") {
+      if (tools.put(msg.block)) scheduler.request(true);
     }
   };
   const onStop = () => {

@@ -22,10 +22,12 @@ from .events import (
     Meta,
     ReasoningDelta,
     RefusalDelta,
+    StepStart,
     StreamWarning,
     TextDelta,
     ToolCallDelta,
     ToolCallEnd,
+    ToolRun,
     Usage,
     UsageEvent,
 )
@@ -107,6 +109,8 @@ class Accumulator:
                     self._dropped += 1
             case Done():
                 turn.done = True
+            case ToolRun() | StepStart():
+                pass  # the tool loop's own record (turn.steps)
             case AttemptStart(superseded=superseded):
                 if superseded:  # a restart: the reply so far is replaced
                     turn.choices[:] = [Choice(0, turn._lock)]

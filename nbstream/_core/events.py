@@ -28,10 +28,12 @@ __all__ = [
     "Meta",
     "ReasoningDelta",
     "RefusalDelta",
+    "StepStart",
     "StreamWarning",
     "TextDelta",
     "ToolCallDelta",
     "ToolCallEnd",
+    "ToolRun",
     "Usage",
     "UsageEvent",
 ]
@@ -174,6 +176,33 @@ class AttemptStart:
 
 
 @dataclass(slots=True)
+class ToolRun:
+    """A tool call of the loop changed state (``tools=[…]``): ``"approval"`` (waiting
+    for someone to approve it), ``"running"``, or how it ended (``"complete"``,
+    ``"error"``, ``"denied"``, ``"cancelled"``, ``"background"``, ``"skipped"``; see
+    ``ToolResult``). ``result`` is the text sent back to the model, once it ended."""
+
+    call_id: str
+    name: str
+    arguments: str
+    status: str
+    result: str | None = None
+    is_error: bool = False
+    elapsed_s: float | None = None
+    step: int = 0  # the model step that asked for it (0: the first)
+    type: Literal["tool_run"] = "tool_run"
+
+
+@dataclass(slots=True)
+class StepStart:
+    """The tool loop asks the model again (step 1, 2 …), with the results so far: from
+    here, ``turn.text`` and ``turn.tool_calls`` are this step's."""
+
+    step: int
+    type: Literal["step"] = "step"
+
+
+@dataclass(slots=True)
 class Done:
     """The stream said it is over (``[DONE]`` or ``message_stop``)."""
 
@@ -192,5 +221,7 @@ Event = (
     | Meta
     | StreamWarning
     | AttemptStart
+    | ToolRun
+    | StepStart
     | Done
 )

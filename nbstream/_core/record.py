@@ -113,6 +113,9 @@ class Request:
     """What was asked: the new messages of this turn and the parameters (never a key).
 
     In a ``Conversation`` the history sent with it is the transcript's earlier turns.
+    ``tools`` are the tools offered, neutrally (``{"name", "description",
+    "parameters"}``). In a tool loop, the final turn's request is the question; an
+    earlier step's holds what was new in that step (the tool results before it).
     """
 
     messages: list[dict[str, Any]]
@@ -121,9 +124,13 @@ class Request:
     base_url: str
     params: dict[str, Any] = field(default_factory=dict)
     system: str | None = None
+    tools: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        d = dict(self.__dict__)
+        if not d["tools"]:
+            del d["tools"]  # the saved form of a turn without tools is unchanged
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Request:

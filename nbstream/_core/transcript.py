@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from .record import Attempt
 from .reply import Choice, TextBuffer, ToolCall
+from .toolresult import ToolResult
 from .turn import Api, ErrorInfo, Metrics, Request, Status, Turn
 
 if TYPE_CHECKING:
@@ -34,6 +35,7 @@ __all__ = [
     "Status",
     "TextBuffer",
     "ToolCall",
+    "ToolResult",
     "Transcript",
     "Turn",
 ]
@@ -147,7 +149,8 @@ class Transcript:
             return cls.from_json(f.read())
 
     def to_pandas(self) -> pandas.DataFrame:
-        """One row per turn: status, tokens, latency, tokens/s, text …"""
+        """One row per turn (per model step of a tool loop, with its tool calls in
+        ``tool_results``): status, tokens, latency, tokens/s, text …"""
         try:
             import pandas as pd
         except ImportError:
@@ -155,4 +158,28 @@ class Transcript:
                 "Transcript.to_pandas() needs pandas, which is not installed. "
                 'Install it with: pip install "nbstream[pandas]"  (or: pip install pandas)'
             ) from None
-        return pd.DataFrame([t.to_row() for t in self.turns])
+        return pd.DataFrame([row for t in self.turns for row in _rows(t)])
+
+
+def _rows(turn: Turn) -> list[dict[str, Any]]:
+    """A row per model step of ``turn`` (one for a turn without tools): its numbers,
+    ``step`` (0, 1 …), and ``tool_results``: the calls it made and what came of each
+    (name, arguments, result, status, time). ``turn_id`` and ``prompt`` are the
+    turn's, so ``groupby("turn_id")`` gathers a tool loop."""
+    first = turn.to_row()
+    rows: list[dict[str, Any]] = []
+    for s in turn.steps:
+        if isinstance(s, ToolResult):
+            if rows:
+                rows[-1]["tool_results"].append(s.to_row())
+            continue
+        row = first if s is turn else s.to_row()
+        row.update(
+            turn_id=turn.id,
+            prompt=first["prompt"],
+            step=len(rows),
+            step_id=s.id,
+            tool_results=[],
+        )
+        rows.append(row)
+    return rows

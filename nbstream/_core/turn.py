@@ -22,8 +22,26 @@ from .record import (
     usage_to_dict,
 )
 from .reply import Choice, ToolCall
+from .toolresult import ToolResult
 
 __all__ = ["Api", "Attempt", "ErrorInfo", "Metrics", "Request", "Status", "Turn"]
+
+# What a turn's reply is made of: moved to a step of its own when a tool loop goes on.
+_REPLY_FIELDS = (
+    "status",
+    "choices",
+    "usage",
+    "error",
+    "metrics",
+    "model",
+    "response_id",
+    "extra",
+    "warnings",
+    "done",
+    "streamed",
+    "_attempts",
+    "raw_events",
+)
 
 
 class Turn:
@@ -59,6 +77,9 @@ class Turn:
         # Every server-sent event as received, only with Client(keep_raw_events=True):
         # for debugging a provider's stream. Not saved with the transcript.
         self.raw_events: list[Any] | None = None
+        # A tool loop's earlier steps (model turns and tool results), in order; this
+        # turn is the last step. See ``steps``.
+        self._steps: list[Turn | ToolResult] = []
 
     def choice(self, index: int) -> Choice:
         choices = self.choices
@@ -121,6 +142,58 @@ class Turn:
             ]
 
     @property
+    def steps(self) -> list[Turn | ToolResult]:
+        """Every model step and tool result of a tool loop, in order, this turn (the
+        final model step) last. A turn without tools is its only step.
+
+        Each earlier model step is a ``Turn`` of its own (its text, tool calls, usage,
+        timings); each tool call's outcome a ``ToolResult``."""
+        with self._lock:
+            return [*self._steps, self]
+
+    @property
+    def tool_results(self) -> list[ToolResult]:
+        """The ``ToolResult`` of every tool call of the loop, in order."""
+        with self._lock:
+            return [s for s in self._steps if isinstance(s, ToolResult)]
+
+    @property
+    def total_usage(self) -> Usage | None:
+        """The usage of every model step of the loop, added up (``usage`` is the
+        final step's)."""
+        parts = [t.usage for t in self.steps if isinstance(t, Turn) and t.usage]
+        if len(parts) <= 1:
+            return self.usage
+        inp = sum(u.input_tokens or 0 for u in parts)
+        out = sum(u.output_tokens or 0 for u in parts)
+        return Usage(
+            input_tokens=inp,
+            output_tokens=out,
+            total_tokens=inp + out,
+            reasoning_tokens=_sum(u.reasoning_tokens for u in parts),
+            cached_input_tokens=_sum(u.cached_input_tokens for u in parts),
+            estimated=any(u.estimated for u in parts),
+        )
+
+    def _next_step(self, request: Request, started_at: float) -> Turn:
+        """The reply so far becomes a step of its own (asked with ``request`` at
+        ``started_at``), kept in ``steps``; this turn starts again, empty, for the next
+        step. The caller holds the lock."""
+        step = Turn(request)
+        step.created_at = started_at
+        for name in _REPLY_FIELDS:
+            setattr(step, name, getattr(self, name))
+        for c in step.choices:
+            c._lock = step._lock
+        fresh = Turn(self.request)
+        for name in _REPLY_FIELDS:
+            setattr(self, name, getattr(fresh, name))
+        for c in self.choices:
+            c._lock = self._lock
+        self._steps.append(step)
+        return step
+
+    @property
     def recovered(self) -> bool:
         """True when the reply needed another attempt after output had started."""
         return any(
@@ -148,6 +221,17 @@ class Turn:
             return self._to_dict()
 
     def _to_dict(self) -> dict[str, Any]:
+        d = self._reply_dict()
+        if self._steps:  # only a tool loop's turn has them: others are saved as before
+            d["steps"] = [
+                {"kind": "tool", **s.to_dict()}
+                if isinstance(s, ToolResult)
+                else {"kind": "model", **s.to_dict()}
+                for s in self._steps
+            ]
+        return d
+
+    def _reply_dict(self) -> dict[str, Any]:
         return {
             "id": self.id,
             "created_at": self.created_at,
@@ -183,6 +267,10 @@ class Turn:
         turn.done = d["done"]
         turn.streamed = d.get("streamed", True)
         turn._attempts = [Attempt.from_dict(a) for a in d.get("attempts", [])]
+        turn._steps = [
+            ToolResult.from_dict(s) if s.get("kind") == "tool" else Turn.from_dict(s)
+            for s in d.get("steps", [])
+        ]
         return turn
 
     def to_row(self) -> dict[str, Any]:
@@ -214,3 +302,8 @@ class Turn:
             "attempts": m.attempts,
             "error": self.error.message if self.error else None,
         }
+
+
+def _sum(values: Any) -> int | None:
+    present = [v for v in values if v is not None]
+    return sum(present) if present else None

@@ -11,8 +11,8 @@ import asyncio
 import os
 import re
 import weakref
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from .._core.errors import ConfigurationError
@@ -28,7 +28,11 @@ from .request import RequestSpec, SealedHeaders
 from .runner import Entry, Plan
 from .settings import Settings, Timeouts, resolve
 from .streams import AsyncStream, Stream, in_loop
+from .tooloptions import Approve, ToolOptions, tool_options
 from .transport import HTTP, guard_logs
+
+if TYPE_CHECKING:
+    from .._core.tools import Tool
 
 __all__ = ["Client", "Messages"]
 
@@ -232,9 +236,12 @@ class Client:
         model: str | None,
         params: dict[str, Any],
         history: Sequence[Turn] = (),
+        *,
+        tools: Sequence[dict[str, Any]] = (),
+        tool_choice: str | None = None,
     ) -> RequestSpec:
         """What to send: ``history`` (earlier turns, rendered in this client's wire
-        format) then ``messages``."""
+        format) then ``messages``; ``tools``: neutral tool descriptions."""
         s = self.settings
         if model is not None and model != s.model:
             s = Settings(s.base_url, model, s.api, s.api_key, s.source, s.withheld_key)
@@ -261,6 +268,8 @@ class Client:
             scrubber=self._scrubber,
             stream_options=stream_options_for(s.base_url),
             middleware=self.middleware,
+            tools=tuple(tools),
+            tool_choice=tool_choice,
             _headers=headers,
             _key_headers=SealedHeaders(provider.headers(key)),
         )
@@ -272,11 +281,22 @@ class Client:
         model: str | None,
         params: dict[str, Any],
         history: Sequence[Turn] = (),
+        tools: ToolOptions | None = None,
     ) -> tuple[Plan, Turn]:
         """What to send, and the turn that will record it (``history``, earlier turns,
-        goes into the request but not into the turn's record)."""
+        goes into the request but not into the turn's record). With ``tools``, the
+        plan runs the tool loop."""
         msgs = _as_messages(messages)
-        spec = self._spec(msgs, system, model, params, history)
+        specs = tools.specs() if tools else ()
+        spec = self._spec(
+            msgs,
+            system,
+            model,
+            params,
+            history,
+            tools=specs,
+            tool_choice=tools.tool_choice if tools else None,
+        )
         request = Request(
             messages=msgs,
             model=spec.settings.model,
@@ -284,9 +304,24 @@ class Client:
             base_url=spec.base_url,
             params=dict(params),
             system=system,
+            tools=[dict(t) for t in specs],
         )
-        plan = Plan(self, spec, msgs, system, dict(params), tuple(history))
+        plan = Plan(self, spec, msgs, system, dict(params), tuple(history), tools)
         return plan, Turn(request)
+
+    def _ask(
+        self,
+        messages: Messages,
+        system: str | None,
+        model: str | None,
+        params: dict[str, Any],
+        tools: Any,
+        tool_choice: Any,
+        approve: Any,
+        max_steps: Any,
+    ) -> tuple[Plan, Turn]:
+        opts = tool_options(tools, tool_choice, approve, max_steps, params)
+        return self._request(messages, system, model, params, tools=opts)
 
     # -- public entry points -----------------------------------------------------
     def stream(
@@ -295,10 +330,24 @@ class Client:
         *,
         system: str | None = None,
         model: str | None = None,
+        tools: Sequence[Callable[..., Any] | Tool | dict[str, Any]] | None = None,
+        tool_choice: str | None = None,
+        approve: bool | Approve | None = None,
+        max_steps: int | None = None,
         **params: Any,
     ) -> Stream:
-        """Start a request; iterate the returned ``Stream`` for events (sync)."""
-        return Stream(self, *self._request(messages, system, model, params))
+        """Start a request; iterate the returned ``Stream`` for events (sync).
+
+        ``tools``: Python functions (sync or async) the model may call: the reply
+        runs them and asks again with their results until the model answers without
+        a call (at most ``max_steps`` model steps, 8 by default); ``turn.steps`` holds
+        every step. ``approve=True`` asks before each call (``input()``); or give a
+        function ``approve(call) -> bool``. ``tool_choice``: ``"auto"``,
+        ``"required"``, ``"none"`` or a tool's name, for the first step. Tool
+        descriptions in a provider's own form (dicts) are sent as they are and their
+        calls come back in ``turn.tool_calls``, not run."""
+        t = (tools, tool_choice, approve, max_steps)
+        return Stream(self, *self._ask(messages, system, model, params, *t))
 
     def astream(
         self,
@@ -306,10 +355,16 @@ class Client:
         *,
         system: str | None = None,
         model: str | None = None,
+        tools: Sequence[Callable[..., Any] | Tool | dict[str, Any]] | None = None,
+        tool_choice: str | None = None,
+        approve: bool | Approve | None = None,
+        max_steps: int | None = None,
         **params: Any,
     ) -> AsyncStream:
-        """Start a request; ``async for`` the returned ``AsyncStream`` for events."""
-        return AsyncStream(self, *self._request(messages, system, model, params))
+        """Start a request; ``async for`` the returned ``AsyncStream`` for events.
+        (``tools`` and its companions: see ``stream``.)"""
+        t = (tools, tool_choice, approve, max_steps)
+        return AsyncStream(self, *self._ask(messages, system, model, params, *t))
 
     def chat(
         self,
@@ -317,11 +372,18 @@ class Client:
         *,
         system: str | None = None,
         model: str | None = None,
+        tools: Sequence[Callable[..., Any] | Tool | dict[str, Any]] | None = None,
+        tool_choice: str | None = None,
+        approve: bool | Approve | None = None,
+        max_steps: int | None = None,
         **params: Any,
     ) -> Turn:
         """Ask and wait for the whole reply (sync). Raises an ``NbstreamError`` if the
-        turn failed; the error's ``turn`` keeps the partial reply."""
-        return self.stream(messages, system=system, model=model, **params).wait()
+        turn failed; the error's ``turn`` keeps the partial reply. With ``tools``,
+        the returned turn is the final model step; ``turn.steps`` holds them all
+        (see ``stream``)."""
+        t = (tools, tool_choice, approve, max_steps)
+        return Stream(self, *self._ask(messages, system, model, params, *t)).wait()
 
     async def achat(
         self,
@@ -329,10 +391,15 @@ class Client:
         *,
         system: str | None = None,
         model: str | None = None,
+        tools: Sequence[Callable[..., Any] | Tool | dict[str, Any]] | None = None,
+        tool_choice: str | None = None,
+        approve: bool | Approve | None = None,
+        max_steps: int | None = None,
         **params: Any,
     ) -> Turn:
         """Ask and wait for the whole reply (async); same contract as ``chat``."""
-        s = self.astream(messages, system=system, model=model, **params)
+        t = (tools, tool_choice, approve, max_steps)
+        s = AsyncStream(self, *self._ask(messages, system, model, params, *t))
         try:
             return await s.wait()
         finally:

@@ -18,12 +18,17 @@ from typing import Any
 from .._core.transcript import Transcript, Turn
 from .client import Client, Messages
 from .streams import AsyncStream, Stream
+from .tooloptions import tool_options
 
 __all__ = ["Conversation"]
 
 
 class Conversation:
-    """Sends each message with the history so far; keeps every turn."""
+    """Sends each message with the history so far; keeps every turn.
+
+    Parameters given here (``temperature=…``, ``tools=[fn]``, ``approve=…``,
+    ``max_steps=…``) apply to every message; those given to ``send`` to that one.
+    """
 
     def __init__(
         self,
@@ -63,13 +68,22 @@ class Conversation:
 
     def _prepare(self, message: Messages, params: dict[str, Any]) -> tuple[Any, Turn]:
         history = tuple(self.transcript.turns)  # rendered by whichever server answers
+        params = {**self.params, **params}
         model = params.pop("model", None)
+        tools = tool_options(
+            params.pop("tools", None),
+            params.pop("tool_choice", None),
+            params.pop("approve", None),
+            params.pop("max_steps", None),
+            params,
+        )
         spec, turn = self.client._request(
             message,
             self.transcript.system,
             model,
-            {**self.params, **params},
+            params,
             history=history,
+            tools=tools,
         )
         self.transcript.append(turn)
         return spec, turn

@@ -57,6 +57,8 @@ class RequestSpec:
     scrubber: Scrubber
     stream_options: bool = True
     middleware: tuple[Middleware, ...] = ()
+    tools: tuple[dict[str, Any], ...] = ()  # neutral descriptions of the tools offered
+    tool_choice: str | None = None
     _headers: dict[str, str] = field(default_factory=dict)
     _key_headers: dict[str, str] = field(default_factory=dict)
 
@@ -83,13 +85,16 @@ class RequestSpec:
             self.system,
             self.params,
             stream_options=self.stream_options,
+            tools=self.tools,
+            tool_choice=self.tool_choice,
         )
 
     def prompt_chars(self) -> int:
         """The size of what is sent, to estimate input tokens before usage arrives."""
-        return len(json.dumps(self.messages, ensure_ascii=False)) + len(
-            self.system or ""
-        )
+        sent = len(json.dumps(self.messages, ensure_ascii=False))
+        if self.tools:  # tool descriptions are input tokens too
+            sent += len(json.dumps(self.tools, ensure_ascii=False))
+        return sent + len(self.system or "")
 
     def scrub(self, text: str) -> str:
         return self.scrubber.scrub(text)

@@ -48,6 +48,7 @@ from .retry import retry_delay
 
 if TYPE_CHECKING:
     from .client import Client
+    from .tooloptions import ToolOptions
 
 __all__ = ["Entry", "Plan", "Runner"]
 
@@ -77,6 +78,7 @@ class Plan:
     system: str | None
     params: dict[str, Any]
     history: tuple[Turn, ...] = ()
+    tools: ToolOptions | None = None  # Python functions the model may call
 
     def __repr__(self) -> str:
         return f"<Plan {self.spec!r}>"
@@ -84,6 +86,28 @@ class Plan:
     async def run(
         self, turn: Turn, emit: Emit, loop: asyncio.AbstractEventLoop
     ) -> Turn:
+        if self.tools is None:
+            return await self.once(turn, emit, loop)
+        from .toolloop import ToolLoop
+
+        try:
+            return await ToolLoop(self, turn, emit, loop).run()
+        except (NbstreamError, asyncio.CancelledError):
+            raise
+        except Exception as exc:  # a bug of ours must not look like a Stop
+            err = InternalError(
+                f"nbstream failed while running a tool loop ({type(exc).__name__}: "
+                f"{exc}). Every step so far is kept in turn.steps. This is a bug in "
+                "nbstream: please report it.",
+                turn=turn,
+            )
+            turn.status, turn.error = "error", ErrorInfo("InternalError", err.message)
+            raise err from None
+
+    async def once(
+        self, turn: Turn, emit: Emit, loop: asyncio.AbstractEventLoop
+    ) -> Turn:
+        """One model request (with its retries and fallbacks), into ``turn``."""
         client = self.client
         if not client.fallbacks and client.recover is None:
             return await Producer(self.spec, turn, client._http_for(loop), emit).run()
@@ -208,7 +232,13 @@ class Runner:
             extra=entry.client.prefill_params,
         )
         spec = entry.client._spec(
-            messages, plan.system, entry.model, {**plan.params, **extra}, plan.history
+            messages,
+            plan.system,
+            entry.model,
+            {**plan.params, **extra},
+            plan.history,
+            tools=plan.spec.tools,
+            tool_choice=plan.spec.tool_choice,
         )
         sub = Turn(
             Request(messages, spec.settings.model, spec.api, spec.base_url, spec.params)

@@ -44,7 +44,7 @@ from IPython.display import display
 from traitlets import Bool, Float, Int, Unicode
 
 from .._core.errors import ConfigurationError, NbstreamError
-from .._core.events import Event, TextDelta
+from .._core.events import Event, TextDelta, ToolRun
 from .._core.transcript import Turn
 from .._http import registry
 from .._http.client import Client
@@ -55,6 +55,8 @@ from .._http.streams import AsyncStream, Stream
 from .coalesce import Coalescer
 from .render import final_bundle, message_html, readout_text, reply_html, wrap_html
 from .render import readout as readout_of
+from .toolblocks import Approvals, ToolFeed
+from .toolview import tool_line
 
 __all__ = [
     "ChatMagics",
@@ -85,6 +87,10 @@ class _Options:
     record: str | None
     replay: str | None
     recover: str | None
+    tools: str | None
+    approve: bool
+    max_steps: int | None
+    tool_choice: str | None
 
 
 @magics_class
@@ -126,6 +132,11 @@ class ChatMagics(Magics):
     background = Bool(False, help="Return at once and stream in the background.").tag(
         config=True
     )
+    max_steps = Int(
+        None,
+        allow_none=True,
+        help="At most this many model steps in a tool loop (--tools; default 8).",
+    ).tag(config=True)
     recover = Unicode(
         None,
         allow_none=True,
@@ -183,6 +194,27 @@ class ChatMagics(Magics):
         "--background",
         action="store_true",
         help="Return at once; stream in the background.",
+    )
+    @argument(
+        "--tools",
+        help="Python functions the model may call: names from the notebook, "
+        "comma-separated (e.g. --tools lookup,plot_sales).",
+    )
+    @argument(
+        "--approve",
+        action="store_true",
+        help="Ask before each tool call (Approve / Deny in the output).",
+    )
+    @argument(
+        "--tool-choice",
+        dest="tool_choice",
+        help="auto, required, none, or a tool's name (for the first step).",
+    )
+    @argument(
+        "--max-steps",
+        dest="max_steps",
+        type=int,
+        help="At most this many model steps in a tool loop (default 8).",
     )
     @argument("--record", help="Append this exchange to a recording file (JSON Lines).")
     @argument(
@@ -258,6 +290,10 @@ class ChatMagics(Magics):
             raise UsageError(
                 f"--timeout {opts.timeout} must be a positive number of seconds, e.g. --timeout 30."
             )
+        if opts.max_steps is not None and opts.max_steps < 1:
+            raise UsageError(
+                f"--max-steps {opts.max_steps} must be at least 1, e.g. --max-steps 8."
+            )
         if opts.output is not None and not opts.output.isidentifier():
             raise UsageError(
                 f"-o {opts.output!r} is not a valid variable name: use letters, digits and _, e.g. -o reply."
@@ -294,7 +330,60 @@ class ChatMagics(Magics):
         if max_tokens is not None:
             params["max_tokens"] = max_tokens
         background = opts.background or self.background
-        return _Request(conv, body, params, opts.output, background)
+        tools = self._tools(opts)
+        if tools:
+            params["tools"] = tools
+            params["max_steps"] = opts.max_steps or self.max_steps
+            if opts.tool_choice is not None:
+                names = [t.name for t in tools]
+                if opts.tool_choice not in ("auto", "required", "none", *names):
+                    raise UsageError(
+                        f"--tool-choice {opts.tool_choice!r} is not a choice: use "
+                        f"auto, required, none or a tool's name ({', '.join(names)})."
+                    )
+                params["tool_choice"] = opts.tool_choice
+        elif opts.approve or opts.max_steps is not None or opts.tool_choice:
+            raise UsageError(
+                "--approve, --max-steps and --tool-choice go with --tools NAMES (the "
+                "functions the model may call)."
+            )
+        if opts.approve and self.mode() == "batch":
+            raise UsageError(
+                "--approve needs someone to answer: run the cell in JupyterLab, "
+                "Notebook or a terminal. A batch run (nbclient, nbval, papermill) "
+                "cannot ask; leave --approve out there."
+            )
+        return _Request(conv, body, params, opts.output, background, opts.approve)
+
+    def _tools(self, opts: _Options) -> list[Any]:
+        """The functions named by ``--tools``, from the notebook's namespace."""
+        if not opts.tools:
+            return []
+        ns = self.shell.user_ns if self.shell is not None else {}
+        names = [n.strip() for n in opts.tools.split(",")]
+        if not all(names):
+            raise UsageError(
+                f"--tools {opts.tools!r} has an empty name: list functions separated "
+                "by commas, e.g. --tools lookup,plot_sales."
+            )
+        fns = []
+        for name in names:
+            if name not in ns:
+                raise UsageError(
+                    f"--tools: {name!r} is not defined in the notebook. Define the "
+                    "function (run its cell), or leave it out of --tools."
+                )
+            if not callable(ns[name]):
+                raise UsageError(
+                    f"--tools: {name!r} is a {type(ns[name]).__name__}, not a function."
+                )
+            fns.append(ns[name])
+        from .._core.tools import as_tools
+
+        try:
+            return list(as_tools(fns))
+        except ConfigurationError as exc:
+            raise UsageError(f"--tools: {exc}") from None
 
     def client_for(self, opts: _Options) -> Client:
         base_url = opts.base_url or self.base_url
@@ -382,8 +471,11 @@ class ChatMagics(Magics):
         await self._run_async(request, mode)
 
     def _start_background(self, request: _Request) -> None:
-        stream = request.conv.astream(request.message, **request.params)
-        view = _LiveOutput(stream, self.allow_images)
+        approvals = Approvals() if request.approve else None
+        stream = request.conv.astream(
+            request.message, **request.stream_params(approvals)
+        )
+        view = _LiveOutput(stream, self.allow_images, approvals)
 
         async def go() -> None:
             # an error or a stop shows in the cell's output, and stays in the transcript
@@ -395,8 +487,14 @@ class ChatMagics(Magics):
         task.add_done_callback(self.tasks.discard)
 
     async def _run_async(self, request: _Request, mode: Mode) -> None:
-        stream = request.conv.astream(request.message, **request.params)
-        view = _LiveOutput(stream, self.allow_images) if mode == "interactive" else None
+        approvals = Approvals() if request.approve else None
+        stream = request.conv.astream(
+            request.message, **request.stream_params(approvals)
+        )
+        interactive = mode == "interactive"
+        view = (
+            _LiveOutput(stream, self.allow_images, approvals) if interactive else None
+        )
         ticker = asyncio.get_running_loop().create_task(_keep_loop_awake())
         try:
             await self._consume(stream, view, request)
@@ -422,7 +520,8 @@ class ChatMagics(Magics):
             self._finish(stream.turn, view, request)
 
     def _run_sync(self, request: _Request, mode: str) -> None:
-        stream = request.conv.stream(request.message, **request.params)
+        # no widget message is handled while this cell runs synchronously: ask on stdin
+        stream = request.conv.stream(request.message, **request.stream_params(None))
         live = mode == "sync-kernel"
         view = _LiveOutput(stream, self.allow_images) if live else None
         self.running.add(stream)
@@ -432,13 +531,11 @@ class ChatMagics(Magics):
                 for ev in stream:
                     if view is not None:
                         view.add(ev)
-                    elif (
-                        mode == "terminal"
-                        and isinstance(ev, TextDelta)
-                        and ev.choice == 0
-                    ):
-                        sys.stdout.write(ev.text)
-                        sys.stdout.flush()
+                    elif mode == "terminal":
+                        said = _terminal_text(ev)
+                        if said:
+                            sys.stdout.write(said)
+                            sys.stdout.flush()
         except KeyboardInterrupt:
             interrupted = True
             raise
@@ -506,6 +603,14 @@ class _Request:
     params: dict[str, Any]
     output: str | None
     background: bool
+    approve: bool = False
+
+    def stream_params(self, approvals: Approvals | None) -> dict[str, Any]:
+        """The parameters to send with; ``approve``: the live view's buttons when
+        there is one, else the terminal."""
+        if not self.approve:
+            return self.params
+        return {**self.params, "approve": approvals.ask if approvals else True}
 
 
 class _Namespace(dict[str, Any]):
@@ -526,24 +631,37 @@ class _LiveOutput:
     replaced by static HTML when the turn ends."""
 
     def __init__(
-        self, stream: AsyncStream | Stream, allow_images: bool = False
+        self,
+        stream: AsyncStream | Stream,
+        allow_images: bool = False,
+        approvals: Approvals | None = None,
     ) -> None:
         from .view import ReplyView  # the widget stack loads only when needed
 
         self.turn = stream.turn
         self.allow_images = allow_images
-        self.view = ReplyView(on_stop=stream.cancel, allow_images=allow_images)
+        self.view = ReplyView(
+            on_stop=stream.cancel,
+            on_approve=approvals.answer if approvals else None,
+            allow_images=allow_images,
+        )
         self.handle = display(self.view, display_id=True)
-        self._coalescer = Coalescer(self._push, _running_loop())
+        loop = _running_loop()
+        self._coalescer = Coalescer(self._push, loop)
+        self._tools = ToolFeed(
+            self.view.tool, self._coalescer.flush, lambda: self.view.text_len, loop
+        )
 
     def _push(self, text: str, reasoning: str, with_readout: bool) -> None:
         self.view.push(text, reasoning, self.turn if with_readout else None)
 
     def add(self, ev: Event) -> None:
-        self._coalescer.add(ev)
+        if not self._tools.add(ev):
+            self._coalescer.add(ev)
 
     def finish(self, turn: Turn) -> None:
         self._coalescer.flush()
+        self._tools.flush()
         # The HTML replaces the live view, which then closes: its final traits would
         # never be seen or saved, so they are not sent (that saves the text once more).
         if self.handle is not None:
@@ -552,12 +670,28 @@ class _LiveOutput:
         self.view.close()
 
 
+def _terminal_text(ev: Event) -> str:
+    """What the terminal prints of an event: the reply's text, and a line per tool
+    call when it ends."""
+    if isinstance(ev, TextDelta):
+        return ev.text if ev.choice == 0 else ""
+    if isinstance(ev, ToolRun) and ev.result is not None:
+        return (
+            "\n"
+            + tool_line(ev.name, ev.arguments, ev.status, ev.result, ev.elapsed_s)
+            + "\n"
+        )
+    return ""
+
+
 def _batch_bundle(turn: Turn, allow_images: bool = False) -> dict[str, str]:
     """A deterministic final output: no timings (they differ run to run)."""
     r = readout_of(turn)
     keys = ("status", "input_tokens", "output_tokens", "estimated", "finish_reason")
     line = readout_text({k: r[k] for k in keys})
-    return final_bundle(turn, readout_line=line, allow_images=allow_images)
+    return final_bundle(
+        turn, readout_line=line, allow_images=allow_images, timings=False
+    )
 
 
 def _history_html(conv: Conversation, allow_images: bool = False) -> str:
@@ -625,6 +759,8 @@ _HELP = """\
   -u BASE_URL  -s SYSTEM  -t TEMPERATURE  --max-tokens N  --timeout SECONDS
   -c NAME (conversation)  -o VAR (store the Turn)  -i (fill {name})
   --new (fresh conversation)  -b/--background
+  --tools f,g (functions the model may call)  --approve (ask first)  --max-steps N
+  --tool-choice auto|required|none|NAME
 %chat history [NAME] | clear [NAME] | config | stop | list | help
 nbstream.conversation(NAME).transcript holds every turn (to_pandas(), save(), …)."""
 

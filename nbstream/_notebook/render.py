@@ -35,6 +35,7 @@ from markdown_it.token import Token
 from markdown_it.utils import EnvType, OptionsDict
 
 from .._core.transcript import Turn
+from .toolview import Html, is_loop, loop_parts, loop_text
 
 __all__ = [
     "final_bundle",
@@ -209,8 +210,18 @@ def _lines(text: str) -> str:
     return escapeHtml(text).replace("\n", "<br />\n")
 
 
-def _reply_parts(turn: Turn, allow_images: bool) -> list[str]:
-    parts: list[str] = []
+def _loop_parts(turn: Turn, allow_images: bool, timings: bool) -> list[str]:
+    """A tool loop's earlier steps: their texts, and a block per call (toolview.py)."""
+    return [
+        p + "\n"
+        if isinstance(p, Html)
+        else f'<div class="nbs-text">\n{render_markdown(p, allow_images=allow_images)}</div>\n'
+        for p in loop_parts(turn, timings=timings)
+    ]
+
+
+def _reply_parts(turn: Turn, allow_images: bool, timings: bool = True) -> list[str]:
+    parts = _loop_parts(turn, allow_images, timings)
     if turn.reasoning:
         parts.append(
             '<details class="nbs-reasoning"><summary>Reasoning</summary>\n'
@@ -219,7 +230,7 @@ def _reply_parts(turn: Turn, allow_images: bool) -> list[str]:
     if turn.text:
         body = render_markdown(turn.text, allow_images=allow_images)
         parts.append(f'<div class="nbs-text">\n{body}</div>\n')
-    for call in turn.tool_calls:
+    for call in [] if is_loop(turn) else turn.tool_calls:  # a loop's calls are blocks
         parts.append(
             '<details class="nbs-tool-call" open><summary>Tool call '
             f"<code>{escapeHtml(call.name)}</code></summary>\n"
@@ -288,13 +299,18 @@ def final_bundle(
     show_readout: bool = True,
     readout_line: str | None = None,
     allow_images: bool = False,
+    timings: bool = True,
 ) -> dict[str, str]:
     """The reply as a display bundle (HTML and plain text) that shows without a kernel
     or widget manager: in a saved notebook, nbconvert, GitHub. ``readout_line`` replaces
-    the readout (the batch output's has no timings)."""
-    parts = _reply_parts(turn, allow_images) or ["<p><em>(no reply)</em></p>\n"]
-    said = [turn.text] if turn.text else []
-    said += [f"Tool call {c.name}: {c.arguments}" for c in turn.tool_calls]
+    the readout (the batch output's has no timings); ``timings=False`` leaves the time
+    of each tool call out too."""
+    parts = _reply_parts(turn, allow_images, timings) or [
+        "<p><em>(no reply)</em></p>\n"
+    ]
+    said = loop_text(turn, timings=timings) + ([turn.text] if turn.text else [])
+    calls = [] if is_loop(turn) else turn.tool_calls
+    said += [f"Tool call {c.name}: {c.arguments}" for c in calls]
     if turn.refusal:
         said.append(f"Refusal: {turn.refusal}")
     if turn.error is not None:

@@ -39,13 +39,28 @@ class LiveText:
     numbered deltas of a reply's text and reasoning, and a snapshot of everything so
     far for a view that starts late or missed a delta."""
 
-    __slots__ = ("_reasoning", "_seq", "_text", "id")
+    __slots__ = ("_reasoning", "_seq", "_text", "_text_len", "_tools", "id")
 
     def __init__(self, id: str = "") -> None:
         self.id = id  # which reply (a panel has several); "" for a single-reply view
         self._seq = 0
         self._text: list[str] = []
+        self._text_len = 0
         self._reasoning: list[str] = []
+        self._tools: dict[str, dict[str, Any]] = {}  # tool-call blocks, by key
+
+    @property
+    def text_len(self) -> int:
+        """How much text the views have been sent (where a tool block goes)."""
+        return self._text_len
+
+    def tool(self, block: dict[str, Any]) -> dict[str, Any]:
+        """A tool-call block, new or changed (``toolblocks.py``). Not numbered: the
+        newest state of a block replaces the one before; a snapshot has them all."""
+        self._tools[block["key"]] = block
+        msg = self._msg("tool", None)
+        msg["block"] = block
+        return msg
 
     def _msg(self, kind: str, readout: dict[str, Any] | None) -> dict[str, Any]:
         msg: dict[str, Any] = {"type": kind, "seq": self._seq}
@@ -62,6 +77,7 @@ class LiveText:
         msg = self._msg("delta", readout)
         if text:
             self._text.append(text)
+            self._text_len += len(text)
             msg["text"] = text
         if reasoning:
             self._reasoning.append(reasoning)
@@ -72,6 +88,8 @@ class LiveText:
         msg = self._msg("snapshot", readout)
         msg["text"] = "".join(self._text)
         msg["reasoning"] = "".join(self._reasoning)
+        if self._tools:
+            msg["tools"] = list(self._tools.values())
         return msg
 
 
@@ -85,10 +103,16 @@ class ReplyView(anywidget.AnyWidget):
         False, help="Show images; otherwise each is a link (not loaded)."
     ).tag(sync=True)
 
-    def __init__(self, on_stop: Callable[[], None] | None = None, **kw: Any) -> None:
+    def __init__(
+        self,
+        on_stop: Callable[[], None] | None = None,
+        on_approve: Callable[[Any, Any], Any] | None = None,
+        **kw: Any,
+    ) -> None:
         super().__init__(**kw)
         self._live = LiveText()
         self._on_stop = on_stop
+        self._on_approve = on_approve  # (call id, ok): an Approve or Deny click
         self._turn: Turn | None = None
         self.on_msg(self._handle)
 
@@ -101,12 +125,22 @@ class ReplyView(anywidget.AnyWidget):
             self._turn = turn  # for a snapshot's readout
         self.send(self._live.delta(text, reasoning, readout(turn) if turn else None))
 
+    @property
+    def text_len(self) -> int:
+        return self._live.text_len
+
+    def tool(self, block: dict[str, Any]) -> None:
+        """Send a tool-call block (new or changed) to every view."""
+        self.send(self._live.tool(block))
+
     def _handle(self, _w: Any, content: Any, _buffers: Any) -> None:
         if not isinstance(content, dict):
             return
         kind = content.get("type")
         if kind == "stop" and self._on_stop is not None:
             self._on_stop()
+        elif kind == "approve" and self._on_approve is not None:
+            self._on_approve(content.get("id"), content.get("ok"))
         elif kind == "resync":
             turn = self._turn
             self.send(self._live.snapshot(readout(turn) if turn else None))

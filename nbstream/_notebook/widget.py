@@ -29,12 +29,15 @@ import anywidget
 import traitlets
 
 from .._core.errors import NbstreamError
+from .._core.reply import ToolCall
 from .._core.transcript import Transcript, Turn
 from .._http.client import Client
 from .._http.conversation import Conversation
 from .._http.streams import AsyncStream
+from .._http.tooloptions import tool_options
 from .coalesce import Coalescer
 from .render import readout
+from .toolblocks import Approvals, ToolFeed, loop_view
 from .view import LiveText, static_asset
 
 __all__ = ["ChatWidget"]
@@ -45,7 +48,7 @@ _INCREMENTAL = frozenset({"messages", "_messages_rev"})
 
 
 def _message(turn: Turn) -> dict[str, Any]:
-    return {
+    msg: dict[str, Any] = {
         "id": turn.id,
         "role": "assistant",
         "text": turn.text,
@@ -54,6 +57,9 @@ def _message(turn: Turn) -> dict[str, Any]:
         "readout": readout(turn),
         "error": turn.error.message if turn.error else "",
     }
+    if turn._steps or turn.request.tools:  # a tool loop: every step, and its calls
+        msg["text"], msg["tools"] = loop_view(turn)
+    return msg
 
 
 def _user_message(turn: Turn) -> dict[str, Any]:
@@ -111,13 +117,27 @@ class ChatWidget(anywidget.AnyWidget):
         conversation: Conversation | None = None,
         recover: str | None = None,
         allow_images: bool = False,
+        tools: Sequence[Callable[..., Any]] | None = None,
+        approve: bool | Callable[[ToolCall], Any] | None = None,
+        max_steps: int | None = None,
         **params: Any,
     ) -> None:
         r"""``model`` may be a list: the first is asked, the others take over in turn
         when it fails (model names on the same server, or other ``Client``\ s);
         ``recover`` says how one takes over a reply that broke after it started
         (``restart``, ``prefill``, ``user_turn``). ``allow_images``: show images in
-        replies (off: each is a link; see the trait)."""
+        replies (off: each is a link; see the trait).
+
+        ``tools``: Python functions the model may call; each call shows as a block
+        in the reply. ``approve=True`` asks before each call (Approve / Deny on its
+        block); a function ``approve(call) -> bool`` decides in code instead."""
+        if tools:
+            params["tools"] = list(tools)
+            if max_steps is not None:
+                params["max_steps"] = max_steps
+            tool_options(params["tools"], None, None, max_steps, {})  # fails now
+        self._approve = approve
+        self._approvals = Approvals()
         if conversation is None:
             if client is None:
                 asked, fallbacks = _models(model)
@@ -129,6 +149,8 @@ class ChatWidget(anywidget.AnyWidget):
                     recover=recover,
                 )
             conversation = Conversation(client, system=system, **params)
+        elif params:
+            conversation.params.update(params)
         self.conversation = conversation
         first = self._derive([])
         super().__init__(
@@ -174,6 +196,10 @@ class ChatWidget(anywidget.AnyWidget):
                 "ChatWidget.send needs a running event loop: call it in a notebook "
                 "cell (the kernel's loop), or from async code."
             ) from None
+        if self._approve is True:
+            params.setdefault("approve", self._approvals.ask)  # the blocks' buttons
+        elif self._approve:
+            params.setdefault("approve", self._approve)
         stream = self.conversation.astream(text, **params)
         self._stream = stream
         self._start_live(stream.turn)
@@ -211,11 +237,20 @@ class ChatWidget(anywidget.AnyWidget):
             self._commit()
 
     async def _run(self, stream: AsyncStream) -> Turn | None:
-        coalescer = Coalescer(self._push, asyncio.get_running_loop())
+        loop = asyncio.get_running_loop()
+        coalescer = Coalescer(self._push, loop)
+        live = self._live
+        tools = ToolFeed(
+            lambda b: self.send_msg(live.tool(b)),
+            coalescer.flush,
+            lambda: live.text_len,
+            loop,
+        )
         try:
             async with stream:
                 async for ev in stream:
-                    coalescer.add(ev)
+                    if not tools.add(ev):
+                        coalescer.add(ev)
         except NbstreamError:
             pass  # shown in the panel (status "error", message, Retry), kept in the transcript
         except asyncio.CancelledError:
@@ -225,6 +260,7 @@ class ChatWidget(anywidget.AnyWidget):
             raise
         finally:
             coalescer.flush()
+            tools.flush()
         return stream.turn
 
     def _push(self, text: str, reasoning: str, with_readout: bool) -> None:
@@ -335,6 +371,8 @@ class ChatWidget(anywidget.AnyWidget):
                 self.send(content["text"])
         elif kind == "stop":
             self.stop()
+        elif kind == "approve":
+            self._approvals.answer(content.get("id"), content.get("ok"))
         elif kind == "retry":
             if self.status != "streaming":
                 self.retry()
@@ -378,11 +416,14 @@ def _totals(transcript: Transcript) -> dict[str, Any]:
     estimated = False
     elapsed = 0.0
     for t in transcript:
-        if t.usage is not None:
-            inp += t.usage.input_tokens or 0
-            out += t.usage.output_tokens or 0
-            estimated = estimated or t.usage.estimated
-        elapsed += t.metrics.elapsed_s or 0.0
+        usage = t.total_usage  # every model step of a tool loop
+        if usage is not None:
+            inp += usage.input_tokens or 0
+            out += usage.output_tokens or 0
+            estimated = estimated or usage.estimated
+        elapsed += sum(
+            s.metrics.elapsed_s or 0.0 for s in t.steps if isinstance(s, Turn)
+        )
     return {
         "turns": len(transcript),
         "input_tokens": inp,

@@ -28,6 +28,7 @@ __all__ = [
     "provider_for",
     "quote",
     "split_system",
+    "turn_messages",
 ]
 
 MAX_CHOICES = 128  # ``n`` above this is refused by every provider; an index beyond it
@@ -55,7 +56,17 @@ class Provider(Protocol):
         params: dict[str, Any],
         *,
         stream_options: bool = True,
-    ) -> dict[str, Any]: ...
+        tools: Sequence[dict[str, Any]] = (),
+        tool_choice: str | None = None,
+    ) -> dict[str, Any]:
+        """The request body. ``tools``: neutral tool descriptions (``{"name",
+        "description", "parameters"}``); ``tool_choice``: ``"auto"``, ``"required"``,
+        ``"none"`` or a tool's name."""
+        ...
+
+    def tool_messages(self, results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Neutral tool-result messages in this format (Anthropic: one user message)."""
+        ...
 
     def parser(self, scrubber: Scrubber | None = None) -> Parser: ...
 
@@ -108,6 +119,47 @@ def history_turns(turns: Sequence[Turn]) -> list[Turn]:
     question is not sent twice); stopped and incomplete ones go in with their partial
     reply."""
     return [t for t in turns if t.status not in ("error", "streaming")]
+
+
+def turn_messages(provider: Provider, turn: Turn) -> list[dict[str, Any]]:
+    """One turn of the history in ``provider``'s format: what was asked, then each step
+    of a tool loop (the assistant's calls and their results), then the reply. Calls of
+    the final step that never ran (the reply was stopped while it asked for them) get
+    a result that says so: both formats refuse a call without one."""
+    from ..toolresult import ToolResult
+
+    out = list(turn.request.messages)
+    results: list[dict[str, Any]] = []
+    for step in turn._steps:
+        if isinstance(step, ToolResult):
+            results.append(step.message())
+            continue
+        if results:
+            out += provider.tool_messages(results)
+            results = []
+        reply = provider.reply_message(step)
+        if reply is not None:
+            out.append(reply)
+    if results:
+        out += provider.tool_messages(results)
+    reply = provider.reply_message(turn)
+    if reply is not None:
+        out.append(reply)
+        if turn.request.tools and turn.tool_calls:
+            out += provider.tool_messages(
+                [
+                    {
+                        "role": "tool",
+                        "tool_call_id": c.id,
+                        "name": c.name,
+                        "content": "Not run: the reply was stopped before this call "
+                        "was made.",
+                        "is_error": True,
+                    }
+                    for c in turn.tool_calls
+                ]
+            )
+    return out
 
 
 def clip(scrubber: Scrubber | None, text: str, limit: int = 120) -> str:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from ..events import Done, Event
 from ..messages import image, neutral_calls, text_of
 from ..secrets import Scrubber
-from . import history_turns, split_system
+from . import history_turns, split_system, turn_messages
 from ._anthropic_stream import Parser, error_details
 from ._shape import wrong
 
@@ -43,6 +43,8 @@ class AnthropicProvider:
         params: dict[str, Any],
         *,
         stream_options: bool = True,
+        tools: Sequence[dict[str, Any]] = (),
+        tool_choice: str | None = None,
     ) -> dict[str, Any]:
         sys_text, rest = split_system(messages, system)
         body: dict[str, Any] = {
@@ -52,6 +54,13 @@ class AnthropicProvider:
         }
         if sys_text:
             body["system"] = sys_text
+        if tools:
+            body["tools"] = [_tool(t) for t in tools]
+        if tool_choice:
+            body["tool_choice"] = _CHOICE.get(tool_choice) or {
+                "type": "tool",
+                "name": tool_choice,
+            }
         body.update(params)
         body["stream"] = True
         return body
@@ -120,11 +129,26 @@ class AnthropicProvider:
         # the system prompt is a separate parameter here, never a message
         out: list[dict[str, Any]] = []
         for turn in history_turns(turns):
-            out.extend(turn.request.messages)
-            reply = self.reply_message(turn)
-            if reply is not None:
-                out.append(reply)
+            out += turn_messages(self, turn)
         return out
+
+    def tool_messages(self, results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return wire(results)
+
+
+_CHOICE: dict[str, dict[str, str]] = {
+    "auto": {"type": "auto"},
+    "none": {"type": "none"},
+    "required": {"type": "any"},
+}
+
+
+def _tool(spec: dict[str, Any]) -> dict[str, Any]:
+    out = {"name": spec["name"]}
+    if spec.get("description"):
+        out["description"] = spec["description"]
+    out["input_schema"] = spec["parameters"]
+    return out
 
 
 def wire(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:

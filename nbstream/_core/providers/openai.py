@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from ..events import Done, Event
 from ..messages import image, neutral_calls, text_of
 from ..secrets import Scrubber
-from . import history_turns, split_system
+from . import history_turns, split_system, turn_messages
 from ._openai_stream import Parser, error_details
 from ._shape import wrong
 
@@ -38,17 +38,23 @@ class OpenAIProvider:
         params: dict[str, Any],
         *,
         stream_options: bool = True,
+        tools: Sequence[dict[str, Any]] = (),
+        tool_choice: str | None = None,
     ) -> dict[str, Any]:
         sys_text, rest = split_system(messages, system)
         msgs = ([{"role": "system", "content": sys_text}] if sys_text else []) + [
             _wire(m) for m in rest
         ]
-        body: dict[str, Any] = {
-            "model": model,
-            "messages": msgs,
-            **params,
-            "stream": True,
-        }
+        body: dict[str, Any] = {"model": model, "messages": msgs}
+        if tools:
+            body["tools"] = [_tool(t) for t in tools]
+        if tool_choice:
+            body["tool_choice"] = _CHOICE.get(tool_choice) or {
+                "type": "function",
+                "function": {"name": tool_choice},
+            }
+        body.update(params)
+        body["stream"] = True
         if stream_options:
             body["stream_options"] = {"include_usage": True}
         return body
@@ -84,7 +90,12 @@ class OpenAIProvider:
         text, calls = ch.text or ch.refusal or "", ch.tool_calls
         if not text and not calls:
             return None
-        msg: dict[str, Any] = {"role": "assistant", "content": text or None}
+        # "" rather than null beside tool calls: OpenAI takes either, but llama.cpp's
+        # server, llama-cpp-python's and SGLang refuse null, so a tool loop broke there
+        msg: dict[str, Any] = {
+            "role": "assistant",
+            "content": text if text or calls else None,
+        }
         if calls:
             msg["tool_calls"] = [
                 {
@@ -103,11 +114,22 @@ class OpenAIProvider:
         if system:
             out.append({"role": "system", "content": system})
         for turn in history_turns(turns):
-            out.extend(turn.request.messages)
-            reply = self.reply_message(turn)
-            if reply is not None:
-                out.append(reply)
+            out += turn_messages(self, turn)
         return out
+
+    def tool_messages(self, results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [_wire(m) for m in results]
+
+
+_CHOICE = {"auto": "auto", "none": "none", "required": "required"}
+
+
+def _tool(spec: dict[str, Any]) -> dict[str, Any]:
+    fn = {"name": spec["name"]}
+    if spec.get("description"):
+        fn["description"] = spec["description"]
+    fn["parameters"] = spec["parameters"]
+    return {"type": "function", "function": fn}
 
 
 def _wire(m: dict[str, Any]) -> dict[str, Any]:
@@ -126,6 +148,11 @@ def _wire(m: dict[str, Any]) -> dict[str, Any]:
     if isinstance(content, list):
         out["content"] = [_part(p) for p in content]
     if role == "assistant" and m.get("tool_calls"):
+        neutral = any(
+            isinstance(c, dict) and "function" not in c for c in m["tool_calls"]
+        )
+        if neutral and out.get("content") is None:
+            out["content"] = ""  # see reply_message (OpenAI's own form goes as written)
         out["tool_calls"] = [
             {
                 "id": c["id"],
