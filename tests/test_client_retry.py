@@ -217,10 +217,10 @@ def test_slow_but_steady_streams_do_not_time_out(server: LoopbackServer) -> None
     words = ["a", "b", "c", "d", "e", "f"]
     from tests.loopback import openai_chunks
 
-    server.enqueue(Reply.events(openai_chunks(words), delay=0.1))
-    turn = client_for(server, timeout=Timeouts(first_byte=0.3, idle=0.3)).chat("Hi")
+    server.enqueue(Reply.events(openai_chunks(words), delay=0.12))
+    turn = client_for(server, timeout=Timeouts(first_byte=0.5, idle=0.5)).chat("Hi")
     assert turn.status == "complete" and turn.text == "abcdef"
-    assert turn.metrics.elapsed_s is not None and turn.metrics.elapsed_s > 0.3
+    assert turn.metrics.elapsed_s is not None and turn.metrics.elapsed_s > 0.5
 
 
 @pytest.fixture

@@ -147,12 +147,20 @@ class Pipeline:
                     return events[: i + 1]
             return events
         out: list[Event] = []
-        transform = self._transform
+        transform, red = self._transform, self._redactor
         for ev in events:
             if turn.done:
                 self._after_end += 1
                 continue
-            clean: Event | None = ev if self._redactor is None else self._clean(ev)
+            if type(ev) is TextDelta and red is not None:  # most events: inlined
+                text = red.feed(ev.choice, ev.text)  # a reply's text: channel = choice
+                if text is not ev.text:
+                    if not text:
+                        continue
+                    ev = TextDelta(text, ev.choice)
+                clean: Event | None = ev
+            else:
+                clean = ev if red is None else self._clean(ev)
             if clean is not None and transform is not None:
                 clean = transform(clean)
             if clean is not None:
@@ -171,7 +179,7 @@ class Pipeline:
             text = red.feed((ev.type, ev.choice), ev.text)
             if text is ev.text:
                 return ev
-            return replace(ev, text=text) if text else None
+            return kind(text, ev.choice) if text else None
         if kind is ToolCallDelta:
             assert isinstance(ev, ToolCallDelta)
             args = red.feed(("args", ev.choice, ev.index), ev.arguments)
@@ -208,15 +216,18 @@ class Pipeline:
             held = red.flush(channel)
             if not held:
                 continue
-            assert isinstance(channel, tuple)
-            if channel[0] == "args":
-                ev: Event = ToolCallDelta(channel[2], None, None, held, channel[1])
-            elif channel[0] == "reasoning":
-                ev = ReasoningDelta(held, channel[1])
-            elif channel[0] == "refusal":
-                ev = RefusalDelta(held, channel[1])
+            ev: Event
+            if isinstance(channel, int):  # a reply's text
+                ev = TextDelta(held, channel)
             else:
-                ev = TextDelta(held, channel[1])
+                assert isinstance(channel, tuple)
+                kind, choice = channel[0], channel[1]
+                if kind == "args":
+                    ev = ToolCallDelta(channel[2], None, None, held, choice)
+                elif kind == "reasoning":
+                    ev = ReasoningDelta(held, choice)
+                else:
+                    ev = RefusalDelta(held, choice)
             self._acc.apply(ev, now)
             out.append(ev)
         return out

@@ -197,6 +197,9 @@ class Scrubber:
         )
 
 
+_MASKING = "\x00masking"  # a marker no reply text is compared against by value
+
+
 class Redactor:
     """Scrubs a text that arrives in pieces (a reply's text, reasoning, tool
     arguments), per channel. ``feed`` returns what is safe to show now: the same
@@ -215,20 +218,25 @@ class Redactor:
         self._scrubber = scrubber
         self._keys = tuple(f for f in scrubber.forms if len(f) >= 2)
         self._tests = tuple((k[:2], k[0]) for k in self._keys)
-        self._hot: dict[object, str] = {}  # channel -> text held back ("" if none)
+        # channel -> the text held back, or _MASKING after a mask (the rest of a cut
+        # key may follow); a channel with neither is not in the dict
+        self._hot: dict[object, str] = {}
 
     def feed(self, channel: object, piece: str) -> str:
-        hot = self._hot
-        if channel not in hot:
-            for head, first in self._tests:
-                if head in piece or piece.endswith(first):
-                    break
+        held = self._hot.pop(channel, None)
+        s = piece if held is None or held is _MASKING else held + piece
+        if held is not _MASKING:
+            for head, _ in self._tests:
+                if head in s:
+                    break  # the start of a key may be here: the full check
             else:
-                return piece  # the fast path: nothing here can start the key
-            held = ""
-        else:
-            held = hot.pop(channel)
-        joined = held + piece
+                # nothing here starts a key; its last character might, with what comes
+                for _, first in self._tests:
+                    if s.endswith(first):
+                        self._hot[channel] = s[-1]
+                        return s[:-1]
+                return s  # the fast path: three substring checks
+        joined = s
         s = self._scrubber.scrub(joined)
         keep = 0
         for k in self._keys:
@@ -239,14 +247,15 @@ class Redactor:
                     break
                 p = s.find(k[0], p + 1)
         if keep:
-            hot[channel] = s[-keep:]
+            self._hot[channel] = s[-keep:]
             return s[:-keep]
         if s != joined:
-            hot[channel] = ""  # masked: the rest of a cut key may follow
+            self._hot[channel] = _MASKING
         return s
 
     def flush(self, channel: object) -> str:
-        return self._hot.pop(channel, "")
+        held = self._hot.pop(channel, "")
+        return "" if held is _MASKING else held
 
     def channels(self) -> list[object]:
         return list(self._hot)

@@ -31,7 +31,14 @@ from .failures import send_failed, status_error, timeout
 from .hooks import Hooks
 from .request import ERROR_BODY_LIMIT, MAX_RETRY_WAIT, RequestSpec
 from .retry import retry_after, retry_delay, should_retry
-from .transport import HTTP, Response, TransportFailure
+from .transport import (
+    BODY_ERRORS,
+    HTTP,
+    SLICE,
+    Response,
+    TransportFailure,
+    failure,
+)
 from .watchdog import Watchdog
 
 __all__ = ["Producer"]
@@ -149,12 +156,13 @@ class Producer:
             scrubber=spec.scrubber,
             transform=self.hooks.events(turn),
         )
-        chunks = response.chunks()
+        chunks = response.body()
         t = spec.timeouts
         dog = Watchdog(t, sent_at=self.attempt_t0, started_at=self.t0)
         perf = time.perf_counter
         t0 = self.t0
         metrics = turn.metrics
+        emit = self.emit
         try:
             while True:
                 try:
@@ -165,10 +173,15 @@ class Producer:
                     if dog.fired():  # our own timer, not a Stop
                         raise timeout(self.spec, dog.phase) from None
                     raise
-                events = pipe.feed(chunk, perf() - t0)
+                except BODY_ERRORS as exc:
+                    raise failure(exc) from None
+                if len(chunk) > SLICE:  # one big read: in steps, Stop between them
+                    events = await self._feed_big(pipe, chunk)
+                else:
+                    events = pipe.feed(chunk, perf() - t0)
                 dog.data(metrics.deltas)
                 if events:
-                    self.emit(events)
+                    emit(events)
                 if turn.done:  # [DONE] / message_stop: the reply is over now
                     break
         finally:
@@ -180,6 +193,19 @@ class Producer:
             await response.drain(chunks)
         else:  # leftovers are read (and dropped) in the background
             response.release(chunks)
+
+    async def _feed_big(self, pipe: Pipeline, chunk: bytes) -> list[Event]:
+        out: list[Event] = []
+        for i in range(0, len(chunk), SLICE):
+            if i:
+                if out:
+                    self.emit(out)
+                    out = []
+                await asyncio.sleep(0)
+            out = pipe.feed(chunk[i : i + SLICE], time.perf_counter() - self.t0)
+            if self.turn.done:
+                break
+        return out
 
     def _whole_answer(self, body: bytes) -> None:
         """A server that ignored ``stream: true`` and answered with one JSON object

@@ -92,6 +92,16 @@ class TransportFailure(Exception):
         return f"TransportFailure({self.kind!r})"
 
 
+BODY_ERRORS = (httpx2.TransportError, TransportFailure)
+
+
+def failure(exc: Exception) -> TransportFailure:
+    """What went wrong on the network, as a ``TransportFailure``."""
+    if isinstance(exc, TransportFailure):
+        return exc
+    return _failure(exc)
+
+
 def _failure(exc: Exception) -> TransportFailure:
     detail = f"{type(exc).__name__}: {exc}"
     if isinstance(exc, httpx2.PoolTimeout):
@@ -123,6 +133,17 @@ class Response:
 
     def __repr__(self) -> str:
         return f"<Response {self.status}>"
+
+    def body(self) -> AsyncIterator[bytes]:
+        """The body's pieces as fast as they come: for a body sent as it is (the usual
+        case), the network's own pieces, with nothing in between — a piece may then be
+        longer than ``SLICE`` and its reader cuts it, and a failure comes out as
+        one of ``BODY_ERRORS`` (``failure()`` says what it was); otherwise ``chunks()``."""
+        encoding = self.headers.get("content-encoding", "").strip().lower()
+        stream = self._inner.stream
+        if encoding in ("", "identity") and isinstance(stream, httpx2.AsyncByteStream):
+            return stream.__aiter__()
+        return self.chunks()
 
     async def chunks(self) -> AsyncIterator[bytes]:
         """The body, decoded, in pieces of at most ``SLICE`` bytes."""
@@ -227,7 +248,7 @@ class Response:
                     left -= len(chunk)
                     if left < 0:
                         break
-        except (TimeoutError, TransportFailure):
+        except (TimeoutError, *BODY_ERRORS):
             pass
         finally:
             aclose = getattr(chunks, "aclose", None)

@@ -89,6 +89,34 @@ class Parser:
     def chunk(
         self, obj: dict[str, Any], out: list[Event], *, is_error: bool = False
     ) -> list[Event]:
+        # Most chunks of a reply carry one piece of text and nothing new: the same id
+        # and model, one choice, a delta that is only content. Taken in one go.
+        choices = obj.get("choices")
+        if (
+            type(choices) is list
+            and len(choices) == 1
+            and not is_error
+            and obj.get("id") == self._id
+            and obj.get("model") == self._model
+            and not obj.get("usage")
+            and not obj.get("error")
+        ):
+            ch = choices[0]
+            if (
+                type(ch) is dict
+                and ch.get("index", 0) == 0
+                and not ch.get("finish_reason")
+                and not ch.get("logprobs")
+            ):
+                delta = ch.get("delta")
+                if type(delta) is dict and len(delta) == 1:
+                    content = delta.get("content")
+                    if type(content) is str:
+                        if content:
+                            out.append(TextDelta(content, 0))
+                        if not _HANDLED.issuperset(obj):
+                            self._extra_keys(obj, out)
+                        return out
         err = obj.get("error")
         if err or is_error:
             msg, etype, code = error_details(obj)
@@ -112,7 +140,6 @@ class Parser:
                 out.append(Meta("model", model))
             else:
                 wrong("model", model, "a string", out)
-        choices = obj.get("choices")
         if choices:
             if type(choices) is list:
                 for pos, ch in enumerate(choices):
