@@ -87,6 +87,16 @@ class Pipeline:
             turn.raw_events = self.raw_events
 
     def feed(self, data: bytes, now: float) -> list[Event]:
+        if self.raw_events is None:
+            payload = self._decoder.one_data(data)
+            if payload is not None:  # one whole event in this read: the usual case
+                turn = self.turn
+                turn.metrics.chunks += 1
+                with turn._lock:
+                    if turn.done:
+                        self._after_end += 1
+                        return self._note_after_end(now)
+                    return self._apply(self._parser.parse_data(payload), now)
         return self._events(self._decoder.feed(data), now)
 
     def close(self, now: float) -> list[Event]:
@@ -127,15 +137,20 @@ class Pipeline:
                     self._after_end += 1
                     continue
                 out += self._apply(parse(sse), now)
-            if self._after_end:
-                n, self._after_end = self._after_end, 0
-                warning = StreamWarning(
-                    f"The server sent {n} more event{'s' if n > 1 else ''} after the "
-                    "end of the reply; ignored."
-                )
-                self._acc.apply(warning, now)
-                out.append(warning)
+            out += self._note_after_end(now)
         return out
+
+    def _note_after_end(self, now: float) -> list[Event]:
+        """A warning for the events that came after the end marker (if any did)."""
+        if not self._after_end:
+            return []
+        n, self._after_end = self._after_end, 0
+        warning = StreamWarning(
+            f"The server sent {n} more event{'s' if n > 1 else ''} after the end of "
+            "the reply; ignored."
+        )
+        self._acc.apply(warning, now)
+        return [warning]
 
     def _apply(self, events: list[Event], now: float) -> list[Event]:
         apply, turn = self._acc.apply, self.turn

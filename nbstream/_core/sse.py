@@ -87,6 +87,29 @@ class SSEDecoder:
         self._retry: int | None = None
         self.comments = 0
 
+    def one_data(self, chunk: bytes) -> bytes | None:
+        """If ``chunk`` is exactly one whole ``data:`` event (and nothing is pending):
+        its data, as bytes, with the decoder's state moved on as ``feed`` would. Else
+        ``None``, and nothing changed: call ``feed``. Saves building an event and
+        decoding the text, for a parser that reads JSON from bytes."""
+        if (
+            chunk[-2:] == b"\n\n"
+            and chunk[:6] == b"data: "
+            and not self._pending
+            and not self._has_data
+            and not self._at_start
+            and chunk.find(b"\n", 6) == len(chunk) - 2
+            and b"\r" not in chunk
+            and not self._event
+        ):
+            self._pending_cr = False
+            if self._max is not None and self._event_size + len(chunk) - 2 > self._max:
+                self._too_large()
+            self._last_id = self._id_buffer
+            self._event_size = 0
+            return chunk[6:-2]
+        return None
+
     def feed(self, chunk: bytes) -> list[ServerSentEvent]:
         """Decode the next chunk of the body; returns the events it completed."""
         if (

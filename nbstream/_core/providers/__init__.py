@@ -41,6 +41,11 @@ class Parser(Protocol):
 
     def parse(self, sse: ServerSentEvent) -> list[Event]: ...
 
+    def parse_data(self, data: bytes) -> list[Event]:
+        """The same for an unnamed event given by its data alone, as bytes (the fast
+        path for one whole ``data:`` event per read)."""
+        ...
+
 
 class Provider(Protocol):
     api: Api

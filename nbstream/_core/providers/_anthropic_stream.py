@@ -97,6 +97,9 @@ class Parser:
         kind = obj.get("type") or sse.event
         return self.event(kind, obj, out)
 
+    def parse_data(self, data: bytes) -> list[Event]:
+        return self.parse(ServerSentEvent("message", data.decode("utf-8", "replace")))
+
     def event(self, kind: Any, obj: dict[str, Any], out: list[Event]) -> list[Event]:
         if kind == "content_block_delta":
             index = self._index(obj, out)

@@ -13,7 +13,7 @@ import orjson
 __all__ = ["loads"]
 
 
-def loads(data: str) -> Any:
+def loads(data: str | bytes) -> Any:
     try:
         return orjson.loads(data)
     except orjson.JSONDecodeError:

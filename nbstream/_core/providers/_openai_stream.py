@@ -86,6 +86,24 @@ class Parser:
             return out
         return self.chunk(obj, out, is_error=sse.event == "error")
 
+    def parse_data(self, data: bytes) -> list[Event]:
+        if data == b"[DONE]":
+            return [_DONE]
+        try:
+            obj = loads(data)
+        except ValueError:
+            text = data.decode("utf-8", "replace")
+            return [
+                StreamWarning(
+                    f"Skipped a chunk that is not JSON: {quote(self._scrubber, text)}"
+                )
+            ]
+        out: list[Event] = []
+        if type(obj) is not dict:
+            wrong("a chunk", obj, "a JSON object", out)
+            return out
+        return self.chunk(obj, out)
+
     def chunk(
         self, obj: dict[str, Any], out: list[Event], *, is_error: bool = False
     ) -> list[Event]:
