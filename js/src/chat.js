@@ -9,6 +9,7 @@ import {
 } from "./markdown.js";
 import { subscribe, syncMessages } from "./model_events.js";
 import { readoutText } from "./readout.js";
+import { renderTakeover } from "./takeover.js";
 import { makeScheduler, TextStream } from "./text_stream.js";
 import { Segments, ToolState } from "./tool_blocks.js";
 import "./chat.css";
@@ -90,9 +91,11 @@ function render({ model, el }) {
       h("summary", {}, "Reasoning"), thinkingBody);
     const readout = h("div", { class: "nbs-readout" });
     const error = h("div", { class: "nbs-error", role: "alert", hidden: true });
-    const node = h("div", { class: `nbs-msg nbs-${msg.role}`, "data-id": msg.id }, thinking, body,
-      error, readout);
-    n = { root: node, body, thinking, thinkingBody, readout, error, key: "",
+    const superseded = h("div", { class: "nbs-superseded-list", hidden: true });
+    const notes = h("div", { class: "nbs-takeovers", hidden: true });
+    const node = h("div", { class: `nbs-msg nbs-${msg.role}`, "data-id": msg.id }, superseded,
+      thinking, body, notes, error, readout);
+    n = { root: node, body, thinking, thinkingBody, readout, error, superseded, notes, key: "",
       md: new LiveMarkdown(body) };
     nodes.set(msg.id, n);
     return n;
@@ -127,8 +130,12 @@ function render({ model, el }) {
     n.segments.update(text, blocks);
   }
 
-  function fill(n, msg, text, reasoning, readout, streaming = false, blocks = msg.tools) {
+  function fill(n, msg, text, reasoning, readout, streaming = false, blocks = msg.tools,
+    takeover = msg) {
     const allowImages = !!model.get("allow_images");
+    if (msg.role !== "user") {
+      renderTakeover(n.superseded, n.notes, takeover.notes || [], takeover.superseded || []);
+    }
     if (msg.role === "user") {
       n.body.textContent = text; // the user's own words, as typed
     } else {
@@ -171,12 +178,12 @@ function render({ model, el }) {
       const streaming = msg.role === "assistant" && msg.status === "streaming";
       if (streaming && msg.id === liveId && live.seq >= 0) {
         fill(n, msg, live.text, live.reasoning, { ...msg.readout, ...liveReadout, status: "streaming" },
-          true, liveTools.list);
+          true, liveTools.list, live);
         n.key = "";
       } else {
         const tools = (msg.tools || []).map((b) => `${b.key}:${b.status}`).join(",");
         const key = `${msg.status}|${msg.text.length}|${msg.error}|${msg.text.slice(-32)}|` +
-          `${!!model.get("allow_images")}|${tools}`;
+          `${!!model.get("allow_images")}|${tools}|${(msg.notes || []).length}`;
         if (n.key !== key) {
           fill(n, msg, msg.text, msg.reasoning, msg.readout);
           n.key = key;

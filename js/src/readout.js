@@ -4,6 +4,7 @@ const fmtS = (s) => (s == null ? "–" : s < 1 ? `${Math.round(s * 1000)} ms` : 
 export function readoutText(r) {
   if (!r) return "";
   const parts = [r.status ?? ""];
+  if (r.models && r.models.length) parts.push(r.models.join(" → ")); // who wrote it
   if (r.ttft_s != null) parts.push(`first token ${fmtS(r.ttft_s)}`);
   if (r.input_tokens != null || r.output_tokens != null) {
     const est = r.estimated ? "~" : "";

@@ -3,6 +3,7 @@ import { addCopyButtons, handleCopyClicks, LiveMarkdown } from "./markdown.js";
 import { subscribe } from "./model_events.js";
 import { readoutText } from "./readout.js";
 import { makeScheduler, TextStream } from "./text_stream.js";
+import { renderTakeover } from "./takeover.js";
 import { Segments, ToolState } from "./tool_blocks.js";
 import "./reply.css";
 
@@ -25,8 +26,10 @@ function render({ model, el: host }) {
   const body = el("div", { class: "nbs-body", role: "log", "aria-live": "polite" });
   const stop = el("button", { class: "nbs-stop", type: "button", "aria-label": "Stop" }, "Stop");
   const readout = el("span", { class: "nbs-readout" });
-  const root = el("div", { class: "nbs-reply", "data-status": "streaming" }, thinking, body,
-    el("div", { class: "nbs-bar" }, stop, readout));
+  const superseded = el("div", { class: "nbs-superseded-list", hidden: "" });
+  const notes = el("div", { class: "nbs-takeovers", hidden: "" });
+  const root = el("div", { class: "nbs-reply", "data-status": "streaming" }, superseded,
+    thinking, body, notes, el("div", { class: "nbs-bar" }, stop, readout));
   host.append(root);
   const unCopy = handleCopyClicks(body);
 
@@ -51,6 +54,7 @@ function render({ model, el: host }) {
     segments.update(stream.text, tools.list);
   };
   const paint = () => {
+    renderTakeover(superseded, notes, stream.notes, stream.superseded);
     renderText();
     addCopyButtons(body);
     if (stream.reasoning) {

@@ -8,19 +8,25 @@ export class TextStream {
   constructor() {
     this.text = "";
     this.reasoning = "";
+    this.notes = []; // how each later attempt took over ("… continued by llama3")
+    this.superseded = []; // replies a restart replaced
     this.seq = -1; // -1: no snapshot yet, deltas are not applicable
   }
 
-  // Apply a snapshot {seq, text, reasoning}. Returns true if it changed anything.
+  // Apply a snapshot {seq, text, reasoning, notes?, superseded?}. Returns true if it
+  // changed anything.
   snapshot(msg) {
     if (msg.seq < this.seq) return false; // older than what we have
     this.seq = msg.seq;
     this.text = msg.text ?? "";
     this.reasoning = msg.reasoning ?? "";
+    this.notes = msg.notes ?? [];
+    this.superseded = msg.superseded ?? [];
     return true;
   }
 
-  // Apply a delta {seq, text?, reasoning?}.
+  // Apply a delta {seq, text?, reasoning?, attempt?: {note, superseded}}: another
+  // model took over (a restart sets the text so far aside and starts again).
   // Returns "applied", "duplicate", "waiting" (no snapshot yet) or "gap".
   delta(msg) {
     if (this.seq < 0) return "waiting";
@@ -30,6 +36,13 @@ export class TextStream {
       return "gap";
     }
     this.seq = msg.seq;
+    if (msg.attempt) {
+      this.notes = [...this.notes, msg.attempt.note];
+      if (msg.attempt.superseded) {
+        this.superseded = [...this.superseded, this.text];
+        this.text = "";
+      }
+    }
     if (msg.text) this.text += msg.text;
     if (msg.reasoning) this.reasoning += msg.reasoning;
     return "applied";

@@ -174,6 +174,13 @@ class AttemptStart:
     superseded: bool = False
     type: Literal["attempt"] = "attempt"
 
+    @property
+    def note(self) -> str | None:
+        """``the connection dropped at 1,204 characters; continued by llama3``"""
+        from .recovery import takeover
+
+        return takeover(self.strategy, self.reason, self.model)
+
 
 @dataclass(slots=True)
 class ToolRun:

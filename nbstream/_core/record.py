@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from .events import Strategy, Usage
+from .recovery import takeover
 
 __all__ = [
     "Api",
@@ -175,6 +176,12 @@ class Attempt:
     usage: Usage | None = None
     metrics: Metrics = field(default_factory=Metrics)
     note: str | None = None  # e.g. why a prefill was asked again as a user turn
+    reason: str | None = None  # why the attempt before this one ended
+
+    def takeover(self) -> str | None:
+        """How this attempt took over, in words (``None`` for the first one):
+        ``the connection dropped at 1,204 characters; continued by llama3``."""
+        return takeover(self.strategy, self.reason, self.model)
 
     def __repr__(self) -> str:
         short = self.text if len(self.text) <= 40 else self.text[:37] + "..."
@@ -196,6 +203,7 @@ class Attempt:
             "usage": usage_to_dict(self.usage),
             "metrics": self.metrics.to_dict(),
             "note": self.note,
+            "reason": self.reason,
         }
 
     @classmethod
@@ -213,4 +221,5 @@ class Attempt:
             usage=usage_from_dict(d.get("usage")),
             metrics=Metrics.from_dict(d["metrics"]),
             note=d.get("note"),
+            reason=d.get("reason"),
         )

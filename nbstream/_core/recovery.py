@@ -26,6 +26,7 @@ __all__ = [
     "decide",
     "describe_break",
     "rejects_prefill",
+    "takeover",
 ]
 
 Recover = Literal["restart", "prefill", "user_turn"]
@@ -95,6 +96,20 @@ def describe_break(
     if kind == "APITimeoutError":
         what = "the server went quiet" if phase == "idle" else "the server timed out"
     return f"{what or kind} {at}"
+
+
+def takeover(strategy: str, reason: str | None, model: str) -> str | None:
+    """How an attempt took over, in words (``None`` for the first one)::
+
+    the connection dropped at 1,204 characters; continued by llama3
+    """
+    if strategy == "first" or not reason:
+        return None
+    if strategy == "restart":
+        return f"{reason}; {model} answered again from the start"
+    if strategy == "fallback":
+        return f"{reason}; {model} answered instead"
+    return f"{reason}; continued by {model}"
 
 
 def rejects_prefill(status: int, message: str) -> bool:

@@ -179,7 +179,7 @@ class Runner:
                     await asyncio.sleep(
                         retry_delay(index, None, entry.client.retry_delay)
                     )
-            sub, error = await self._attempt(entry, strategy)
+            sub, error = await self._attempt(entry, strategy, reason)
             if error is None and sub.status == "complete":
                 self._settle(None)
                 return turn
@@ -220,7 +220,7 @@ class Runner:
 
     # -- one attempt -----------------------------------------------------------------
     async def _attempt(
-        self, entry: Entry, strategy: Strategy
+        self, entry: Entry, strategy: Strategy, reason: str = ""
     ) -> tuple[Turn, NbstreamError | None]:
         plan, turn = self.plan, self.turn
         partial = turn.text if strategy in ("prefill", "user_turn") else ""
@@ -247,6 +247,7 @@ class Runner:
         self.started = self._now()
         self.stitcher = Stitcher(partial) if partial else None
         record = Attempt(spec.settings.model, spec.api, spec.base_url, strategy)
+        record.reason = reason or None
         self.attempts.append(record)
         producer = Producer(
             spec, sub, entry.client._http_for(self.loop), self._forward(sub)

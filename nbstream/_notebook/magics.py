@@ -44,7 +44,7 @@ from IPython.display import display
 from traitlets import Bool, Float, Int, Unicode
 
 from .._core.errors import ConfigurationError, NbstreamError
-from .._core.events import Event, TextDelta, ToolRun
+from .._core.events import AttemptStart, Event, TextDelta, ToolRun
 from .._core.transcript import Turn
 from .._http import registry
 from .._http.client import Client
@@ -656,7 +656,10 @@ class _LiveOutput:
         self.view.push(text, reasoning, self.turn if with_readout else None)
 
     def add(self, ev: Event) -> None:
-        if not self._tools.add(ev):
+        if isinstance(ev, AttemptStart):
+            self._coalescer.flush()  # the text before it goes first
+            self.view.attempt(ev)
+        elif not self._tools.add(ev):
             self._coalescer.add(ev)
 
     def finish(self, turn: Turn) -> None:

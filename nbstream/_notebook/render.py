@@ -71,6 +71,17 @@ def readout(turn: Turn) -> dict[str, Any]:
         "tokens_per_s": m.tokens_per_s,
         "elapsed_s": m.elapsed_s,
         "finish_reason": turn.finish_reason,
+        **_models(turn),
+    }
+
+
+def _models(turn: Turn) -> dict[str, Any]:
+    """The models that wrote the reply, when more than one did."""
+    attempts = turn._attempts
+    if len(attempts) < 2:
+        return {}
+    return {
+        "models": [a.model for a in attempts if a.span is not None or a is attempts[-1]]
     }
 
 
@@ -83,6 +94,8 @@ def _fmt_s(s: float | None) -> str:
 def readout_text(r: dict[str, Any]) -> str:
     """One line: ``complete · first token 120 ms · 12 in · 80 out tokens · …``."""
     parts = [str(r.get("status") or "")]
+    if r.get("models"):
+        parts.append(" → ".join(str(m) for m in r["models"]))
     if r.get("ttft_s") is not None:
         parts.append(f"first token {_fmt_s(r['ttft_s'])}")
     if r.get("input_tokens") is not None or r.get("output_tokens") is not None:
@@ -220,8 +233,36 @@ def _loop_parts(turn: Turn, allow_images: bool, timings: bool) -> list[str]:
     ]
 
 
+def takeovers(turn: Turn) -> tuple[list[str], list[str]]:
+    """How each later attempt took over (``the connection dropped at 1,204
+    characters; continued by llama3``), and the partial replies a restart replaced."""
+    attempts = turn.attempts
+    notes = [n for a in attempts if (n := a.takeover())]
+    superseded = [
+        a.text
+        for i, a in enumerate(attempts)
+        if a.text and a.span is None and i + 1 < len(attempts)
+    ]
+    return notes, superseded
+
+
+def _takeover_parts(turn: Turn) -> tuple[list[str], list[str]]:
+    """HTML: the superseded replies (before the reply) and the notes (after it)."""
+    if len(turn.attempts) < 2:
+        return [], []
+    notes, superseded = takeovers(turn)
+    before = [
+        '<details class="nbs-superseded"><summary>Superseded reply</summary>\n'
+        f"<p>{_lines(text)}</p>\n</details>\n"
+        for text in superseded
+    ]
+    after = [f'<p class="nbs-takeover">↻ {escapeHtml(n)}</p>\n' for n in notes]
+    return before, after
+
+
 def _reply_parts(turn: Turn, allow_images: bool, timings: bool = True) -> list[str]:
-    parts = _loop_parts(turn, allow_images, timings)
+    before, after = _takeover_parts(turn)
+    parts = before + _loop_parts(turn, allow_images, timings)
     if turn.reasoning:
         parts.append(
             '<details class="nbs-reasoning"><summary>Reasoning</summary>\n'
@@ -245,7 +286,7 @@ def _reply_parts(turn: Turn, allow_images: bool, timings: bool = True) -> list[s
             '<p class="nbs-error"><strong>Error:</strong> '
             f"{_lines(turn.error.message)}</p>\n"
         )
-    return parts
+    return parts + after
 
 
 def wrap_html(parts: Iterable[str], kind: str = "reply") -> str:
@@ -315,6 +356,7 @@ def final_bundle(
         said.append(f"Refusal: {turn.refusal}")
     if turn.error is not None:
         said.append(f"Error: {turn.error.message}")
+    said += [f"↻ {n}" for n in takeovers(turn)[0]] if len(turn.attempts) > 1 else []
     plain = "\n\n".join(said) or "(no reply)"
     if show_readout:
         line = readout_line if readout_line is not None else readout_text(readout(turn))

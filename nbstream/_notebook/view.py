@@ -17,6 +17,7 @@ from typing import Any
 import anywidget
 import traitlets
 
+from .._core.events import AttemptStart
 from .._core.transcript import Turn
 from .render import readout
 
@@ -39,7 +40,16 @@ class LiveText:
     numbered deltas of a reply's text and reasoning, and a snapshot of everything so
     far for a view that starts late or missed a delta."""
 
-    __slots__ = ("_reasoning", "_seq", "_text", "_text_len", "_tools", "id")
+    __slots__ = (
+        "_notes",
+        "_reasoning",
+        "_seq",
+        "_superseded",
+        "_text",
+        "_text_len",
+        "_tools",
+        "id",
+    )
 
     def __init__(self, id: str = "") -> None:
         self.id = id  # which reply (a panel has several); "" for a single-reply view
@@ -48,6 +58,8 @@ class LiveText:
         self._text_len = 0
         self._reasoning: list[str] = []
         self._tools: dict[str, dict[str, Any]] = {}  # tool-call blocks, by key
+        self._notes: list[str] = []  # how each later attempt took over
+        self._superseded: list[str] = []  # replies a restart replaced
 
     @property
     def text_len(self) -> int:
@@ -84,10 +96,28 @@ class LiveText:
             msg["reasoning"] = reasoning
         return msg
 
+    def attempt(
+        self, note: str, superseded: bool, readout: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Another attempt takes over (fallback, recovery): a numbered delta, so it
+        lands between the right pieces of text. A restart moves the text so far aside
+        (shown as superseded) and the reply starts again."""
+        self._seq += 1
+        msg = self._msg("delta", readout)
+        msg["attempt"] = {"note": note, "superseded": superseded}
+        self._notes.append(note)
+        if superseded:
+            self._superseded.append("".join(self._text))
+            self._text, self._text_len = [], 0
+        return msg
+
     def snapshot(self, readout: dict[str, Any] | None = None) -> dict[str, Any]:
         msg = self._msg("snapshot", readout)
         msg["text"] = "".join(self._text)
         msg["reasoning"] = "".join(self._reasoning)
+        if self._notes:
+            msg["notes"] = list(self._notes)
+            msg["superseded"] = list(self._superseded)
         if self._tools:
             msg["tools"] = list(self._tools.values())
         return msg
@@ -132,6 +162,11 @@ class ReplyView(anywidget.AnyWidget):
     def tool(self, block: dict[str, Any]) -> None:
         """Send a tool-call block (new or changed) to every view."""
         self.send(self._live.tool(block))
+
+    def attempt(self, ev: AttemptStart) -> None:
+        """Another model took over: the views show how (and set aside a superseded
+        reply)."""
+        self.send(self._live.attempt(ev.note or ev.reason, ev.superseded))
 
     def _handle(self, _w: Any, content: Any, _buffers: Any) -> None:
         if not isinstance(content, dict):

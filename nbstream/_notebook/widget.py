@@ -29,6 +29,7 @@ import anywidget
 import traitlets
 
 from .._core.errors import NbstreamError
+from .._core.events import AttemptStart
 from .._core.reply import ToolCall
 from .._core.transcript import Transcript, Turn
 from .._http.client import Client
@@ -36,7 +37,7 @@ from .._http.conversation import Conversation
 from .._http.streams import AsyncStream
 from .._http.tooloptions import tool_options
 from .coalesce import Coalescer
-from .render import readout
+from .render import readout, takeovers
 from .toolblocks import Approvals, ToolFeed, loop_view
 from .view import LiveText, static_asset
 
@@ -59,6 +60,8 @@ def _message(turn: Turn) -> dict[str, Any]:
     }
     if turn._steps or turn.request.tools:  # a tool loop: every step, and its calls
         msg["text"], msg["tools"] = loop_view(turn)
+    if len(turn.attempts) > 1:  # another model took over: how, and what it replaced
+        msg["notes"], msg["superseded"] = takeovers(turn)
     return msg
 
 
@@ -249,7 +252,10 @@ class ChatWidget(anywidget.AnyWidget):
         try:
             async with stream:
                 async for ev in stream:
-                    if not tools.add(ev):
+                    if isinstance(ev, AttemptStart):  # another model took over
+                        coalescer.flush()
+                        self.send_msg(live.attempt(ev.note or ev.reason, ev.superseded))
+                    elif not tools.add(ev):
                         coalescer.add(ev)
         except NbstreamError:
             pass  # shown in the panel (status "error", message, Retry), kept in the transcript
