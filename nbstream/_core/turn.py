@@ -8,7 +8,7 @@ import json
 import threading
 import time
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .events import Usage
 from .record import (
@@ -23,6 +23,9 @@ from .record import (
 )
 from .reply import Choice, ToolCall
 from .toolresult import ToolResult
+
+if TYPE_CHECKING:
+    from .pricing import Cost
 
 __all__ = ["Api", "Attempt", "ErrorInfo", "Metrics", "Request", "Status", "Turn"]
 
@@ -194,6 +197,23 @@ class Turn:
         return step
 
     @property
+    def cost(self) -> float | None:
+        """What the reply cost in US dollars (every attempt, every step of a tool
+        loop), from its usage and the model's prices in the genai-prices dataset;
+        ``None`` while it streams, or when the model or the usage is unknown.
+        ``cost_details`` says how it adds up."""
+        c = self.cost_details
+        return c.total_usd if c is not None else None
+
+    @property
+    def cost_details(self) -> Cost | None:
+        """The cost as input, output and total dollars, whether it rests on estimated
+        token counts, and which prices were used (``nbstream.Cost``)."""
+        from .pricing import turn_cost
+
+        return turn_cost(self)
+
+    @property
     def recovered(self) -> bool:
         """True when the reply needed another attempt after output had started."""
         return any(
@@ -294,6 +314,10 @@ class Turn:
             "output_tokens": u.output_tokens if u else None,
             "total_tokens": u.total_tokens if u else None,
             "usage_estimated": u.estimated if u else None,
+            "cached_input_tokens": u.cached_input_tokens if u else None,
+            "cache_write_tokens": u.cache_write_tokens if u else None,
+            "reasoning_tokens": u.reasoning_tokens if u else None,
+            **_cost_columns(self),
             "ttfb_s": m.ttfb_s,
             "ttft_s": m.ttft_s,
             "elapsed_s": m.elapsed_s,
@@ -307,3 +331,17 @@ class Turn:
 def _sum(values: Any) -> int | None:
     present = [v for v in values if v is not None]
     return sum(present) if present else None
+
+
+def _cost_columns(turn: Turn) -> dict[str, Any]:
+    """This model step's cost (its attempts; not the other steps of a tool loop, which
+    have rows of their own), in US dollars."""
+    from .pricing import step_cost
+
+    c = step_cost(turn)
+    return {
+        "cost_input_usd": c.input_usd if c else None,
+        "cost_output_usd": c.output_usd if c else None,
+        "cost_usd": c.total_usd if c else None,
+        "cost_estimated": c.estimated if c else None,
+    }
