@@ -625,3 +625,36 @@ def test_totals_count_turns_of_unknown_cost_apart() -> None:
         in totals_text(t)
     )
     assert " · cost unknown · " in totals_text(totals(Transcript([unknown])))
+
+
+def test_newer_prices_from_update_prices_are_used_once_in_place() -> None:
+    """``genai_prices.UpdatePrices`` puts a newer snapshot in place: costs follow it
+    (here a snapshot of one provider, with prices made up for the test)."""
+    from genai_prices import data_snapshot
+    from genai_prices.types import ClauseEquals, ModelInfo, ModelPrice, Provider
+
+    usage = Usage(input_tokens=1000, output_tokens=100)
+    before = price_usage(usage, ["gpt-4o-mini"], OPENAI, when=1.8e9)
+    made_up = ModelPrice(input_mtok=Decimal("7"), output_mtok=Decimal("11"))
+    provider = Provider(
+        id="openai",
+        name="OpenAI",
+        api_pattern=r"https://api\.openai\.com",
+        models=[
+            ModelInfo(
+                id="gpt-4o-mini", match=ClauseEquals("gpt-4o-mini"), prices=made_up
+            )
+        ],
+    )
+    data_snapshot.set_custom_snapshot(
+        data_snapshot.DataSnapshot(providers=[provider], from_auto_update=True)
+    )
+    try:
+        after = price_usage(usage, ["gpt-4o-mini"], OPENAI, when=1.8e9)
+        assert after is not None
+        assert after.total_usd == pytest.approx(
+            float(by_hand(made_up, inp=1000, out=100))
+        )
+    finally:
+        data_snapshot.set_custom_snapshot(None)
+    assert price_usage(usage, ["gpt-4o-mini"], OPENAI, when=1.8e9) == before

@@ -185,12 +185,17 @@ def price_usage(
     if counts is None:
         return None
     at = round(when) if when is not None else None  # to the second: the cache key
+    snapshot = _snapshot()
+    if snapshot is None:
+        return None
+    # genai_prices.UpdatePrices may put newer prices in place: they are another key
+    data = (id(snapshot), snapshot.timestamp)
     seen: set[str] = set()
     for name in names:
         if not name or name in seen:
             continue
         seen.add(name)
-        found = _price(name, base_url, counts, at)
+        found = _price(name, base_url, counts, at, data)
         if found is not None:
             inp, out, total, label = found
             return Cost(float(inp), float(out), float(total), usage.estimated, (label,))
@@ -228,15 +233,17 @@ def _int(d: Any, key: str) -> int:
 
 @functools.lru_cache(maxsize=4096)
 def _price(
-    name: str, base_url: str, counts: tuple[tuple[str, int], ...], at: int | None
+    name: str,
+    base_url: str,
+    counts: tuple[tuple[str, int], ...],
+    at: int | None,
+    data: tuple[int, Any],
 ) -> tuple[Decimal, Decimal, Decimal, str] | None:
-    found = _find(name, base_url)
-    if found is None:
+    found = _find(name, base_url, data)
+    prices = _dataset()
+    if found is None or prices is None:
         return None
     provider, model = found
-    prices = _dataset()
-    if prices is None:
-        return None
     when = datetime.fromtimestamp(at, UTC) if at is not None else datetime.now(UTC)
     try:
         calc = model.calc_price(
@@ -250,13 +257,12 @@ def _price(
 
 
 @functools.lru_cache(maxsize=1024)
-def _find(name: str, base_url: str) -> tuple[Any, Any] | None:
-    """(provider, model) of the dataset: by the base URL's provider if it names one,
-    else by the model name alone."""
-    prices = _dataset()
-    if prices is None:
+def _find(name: str, base_url: str, data: tuple[int, Any]) -> tuple[Any, Any] | None:
+    """(provider, model) of the dataset (``data`` names its snapshot): by the base
+    URL's provider if it names one, else by the model name alone."""
+    snapshot = _snapshot()
+    if snapshot is None:
         return None
-    snapshot = prices.data_snapshot.get_snapshot()
     try:
         provider = snapshot.find_provider(None, None, base_url) if base_url else None
     except LookupError:
@@ -291,6 +297,12 @@ def _dataset() -> Any:
                 log.warning("genai-prices is not installed: costs are unknown")
             return None
         return genai_prices
+
+
+def _snapshot() -> Any:
+    """The prices in use: genai-prices' own, or newer ones ``UpdatePrices`` fetched."""
+    prices = _dataset()
+    return prices.data_snapshot.get_snapshot() if prices is not None else None
 
 
 def warm_up() -> None:
