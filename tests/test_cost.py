@@ -29,6 +29,7 @@ from nbstream import (
     Cost,
     ErrorInfo,
     Request,
+    ToolResult,
     Turn,
     Usage,
 )
@@ -40,6 +41,7 @@ from nbstream._notebook.render import readout, readout_text
 from nbstream._notebook.totals import totals, totals_text
 from tests.conftest import STREAMS, api_of, expected
 from tests.loopback import LoopbackServer, Reply, anthropic_chunks, openai_chunks
+from tests.toolkit import Call, openai_call_chunks
 
 EXP = expected()
 REPO = Path(__file__).resolve().parents[1]
@@ -422,20 +424,39 @@ def test_an_attempt_of_unknown_cost_makes_the_sum_unknown() -> None:
     assert turn.cost is None
 
 
-def test_a_tool_loop_costs_every_model_step_and_nothing_for_its_tools() -> None:
-    """``turn.steps`` (the tool loop's record) is where the cost looks for steps: each
-    model step is a Turn of its own, tool results cost nothing."""
-    step = _priced_turn("gpt-4o-mini", OPENAI, 300, 40)
-    final = _priced_turn("gpt-4o-mini", OPENAI, 420, 25)
-    tool_result = object()  # a ToolResult: no attempts, no usage
-    final.steps = [step, tool_result, final]  # type: ignore[attr-defined]
-    p = prices("gpt-4o-mini", OPENAI, final.created_at)
-    want = by_hand(p, inp=300, out=40) + by_hand(p, inp=420, out=25)
-    assert final.cost == pytest.approx(float(want), rel=1e-12)
-    # a row of to_pandas() is one model step: its own cost, so the column adds up
-    assert final.to_row()["cost_usd"] == pytest.approx(
-        float(by_hand(p, inp=420, out=25))
+def test_a_tool_loop_costs_every_model_step_and_nothing_for_its_tools(
+    server: LoopbackServer,
+) -> None:
+    """The model asks for a tool, gets its result, and answers: two requests, each
+    priced; the readout's tokens and cost are the whole loop's, and each row of
+    ``to_pandas()`` (one per model step) has its own step's cost."""
+
+    def lookup(city: str) -> str:
+        """Current temperature in a city."""
+        return "21 C"
+
+    server.enqueue(
+        Reply.events(openai_call_chunks([Call("lookup", {"city": "Rome"})])),
+        Reply.events(
+            openai_chunks(
+                ["Warm."], usage={"prompt_tokens": 45, "completion_tokens": 4}
+            )
+        ),
     )
+    client = Client(base_url=server.base_url, api_key="k", model="gpt-4o-mini")
+    turn = client.chat("Is it warm in Rome?", tools=[lookup])
+    client.close()
+    first, result, final = turn.steps
+    assert isinstance(first, Turn) and isinstance(result, ToolResult) and final is turn
+    p = prices("gpt-4o-mini", None, turn.created_at)
+    one, two = by_hand(p, inp=20, out=10), by_hand(p, inp=45, out=4)  # toolkit's usage
+    assert turn.cost == pytest.approx(float(one + two), rel=1e-12)
+    r = readout(turn)
+    assert (r["input_tokens"], r["output_tokens"]) == (65, 14)
+    assert r["cost_usd"] == turn.cost
+    df = Transcript([turn]).to_pandas()
+    assert df["cost_usd"].tolist() == pytest.approx([float(one), float(two)], rel=1e-12)
+    assert df["cost_usd"].sum() == pytest.approx(turn.cost)
 
 
 # -- the readout -------------------------------------------------------------------------------

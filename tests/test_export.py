@@ -17,7 +17,6 @@ import base64
 import io
 import json
 import re
-from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -26,7 +25,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from markdown_it import MarkdownIt
 
-from nbstream import ErrorInfo, Request, Transcript, Turn, Usage
+from nbstream import ErrorInfo, Request, ToolResult, Transcript, Turn, Usage
 from nbstream._core.pricing import format_usd
 from nbstream._core.record import Attempt
 from nbstream._notebook import export_html
@@ -61,20 +60,6 @@ def png(w: int, h: int) -> str:
 RED, SMALL = png(640, 480), png(64, 64)
 
 
-@dataclass
-class ToolStep:
-    """What the tool loop's ``ToolResult`` holds (the fields an export shows)."""
-
-    call_id: str
-    name: str
-    arguments: str
-    status: str
-    result: str
-    is_error: bool = False
-    error: str | None = None
-    elapsed_s: float | None = 0.12
-
-
 def tool_loop_turn(other: str) -> Turn:
     """A turn as the tool loop leaves it: a model step that called a tool, the tool's
     result, then the final step (``turn.steps``, this turn last)."""
@@ -97,11 +82,9 @@ def tool_loop_turn(other: str) -> Turn:
         )
     )
     final = text_turn("It is warmer in Rome.")
-    final.steps = [  # type: ignore[attr-defined]
-        first,
-        ToolStep("call_7", "lookup", other, "error", other, True, other, 0.12),
-        final,
-    ]
+    result = ToolResult("call_7", "lookup", other)
+    result.finish("error", other, now=0.12, error=other)
+    final._steps = [first, result]  # as the tool loop leaves them
     return final
 
 
@@ -306,6 +289,7 @@ HTML_ATTRIBUTES |= {
     "main": {"class"},
     "h2": {"id"},
     "img": {"src", "alt", "width", "height"},
+    "details": {"class", "open", "data-status"},  # a tool call's block (toolview.py)
 }
 
 
@@ -348,7 +332,9 @@ def test_the_html_page_is_standalone_with_a_policy_that_allows_nothing_to_run() 
     assert html_problems(html) == []
     assert "<p>The <strong>reply</strong>" in html  # rendered as in the notebook
     assert 'class="nbs-image">image: i</a>' in html  # the model's image: a link
-    assert "stopped" in html and "failed" in html and "Tool result" in html
+    assert "stopped" in html and "failed" in html
+    # the tool loop as the cell shows it: a block per call, its result inside
+    assert '<details class="nbs-tool" data-status="error"><summary>lookup(o) · ' in html
     assert html.count('<h2 id="turn-') == 4
 
 

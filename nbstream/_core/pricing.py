@@ -131,12 +131,11 @@ def step_cost(turn: Turn) -> Cost | None:
 
 
 def _model_steps(turn: Turn) -> list[Turn]:
-    """The model steps of a reply: a tool loop's ``turn.steps`` (its tool results
-    left out), else the turn itself. The one place that knows about steps."""
-    steps = getattr(turn, "steps", None)
-    if not steps:
-        return [turn]
-    return [s for s in steps if hasattr(s, "attempts")]
+    """The model steps of a reply (``turn.steps`` without its tool results, which
+    cost nothing here); a reply without tools is its only step."""
+    from .turn import Turn
+
+    return [s for s in turn.steps if isinstance(s, Turn)]
 
 
 def _attempt_cost(a: Attempt, names: Sequence[str], when: float) -> Cost | None:

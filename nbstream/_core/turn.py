@@ -18,6 +18,7 @@ from .record import (
     Metrics,
     Request,
     Status,
+    sum_usage,
     usage_from_dict,
     usage_to_dict,
 )
@@ -162,21 +163,12 @@ class Turn:
 
     @property
     def total_usage(self) -> Usage | None:
-        """The usage of every model step of the loop, added up (``usage`` is the
-        final step's)."""
-        parts = [t.usage for t in self.steps if isinstance(t, Turn) and t.usage]
-        if len(parts) <= 1:
+        """The usage of every model step of the loop, added up field by field
+        (``usage`` is the final step's)."""
+        steps = self.steps
+        if len(steps) == 1:
             return self.usage
-        inp = sum(u.input_tokens or 0 for u in parts)
-        out = sum(u.output_tokens or 0 for u in parts)
-        return Usage(
-            input_tokens=inp,
-            output_tokens=out,
-            total_tokens=inp + out,
-            reasoning_tokens=_sum(u.reasoning_tokens for u in parts),
-            cached_input_tokens=_sum(u.cached_input_tokens for u in parts),
-            estimated=any(u.estimated for u in parts),
-        )
+        return sum_usage(t.usage for t in steps if isinstance(t, Turn))
 
     def _next_step(self, request: Request, started_at: float) -> Turn:
         """The reply so far becomes a step of its own (asked with ``request`` at
@@ -326,11 +318,6 @@ class Turn:
             "attempts": m.attempts,
             "error": self.error.message if self.error else None,
         }
-
-
-def _sum(values: Any) -> int | None:
-    present = [v for v in values if v is not None]
-    return sum(present) if present else None
 
 
 def _cost_columns(turn: Turn) -> dict[str, Any]:

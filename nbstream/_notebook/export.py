@@ -2,9 +2,9 @@
 ``save("chat.md" | "chat.html")`` write.
 
 ``walk`` reads a transcript once into a flat list of blocks (the title and totals, the
-system prompt, and per turn: its messages, each model step, each tool result, the
-attempts, the readout); export_md.py and export_html.py each write every kind of block.
-A tool loop's steps are read in one place, ``_steps``.
+system prompt, and per turn: its messages, its reply with each model step and tool
+result, the attempts, the readout); export_md.py and export_html.py each write every
+kind of block. A tool loop's steps are read in one place, ``_steps``.
 
 Everything the model, a server or a prompt wrote is hostile to the document: each
 writer says how it keeps it inert.
@@ -32,6 +32,7 @@ __all__ = [
     "Other",
     "Picture",
     "Readout",
+    "Reply",
     "Step",
     "System",
     "Text",
@@ -133,6 +134,15 @@ class ToolRun:
 
 
 @dataclass(frozen=True)
+class Reply:
+    """The reply to a turn: its model steps and tool results in order (one step, for
+    a reply without tools); ``turn`` is the turn itself (the last step)."""
+
+    turn: Turn
+    steps: list[Step | ToolRun]
+
+
+@dataclass(frozen=True)
 class Attempts:
     """Every try at a reply, when it took more than one (fallback, recovery)."""
 
@@ -144,7 +154,7 @@ class Readout:
     line: str
 
 
-Block = Heading | System | TurnStart | Message | Step | ToolRun | Attempts | Readout
+Block = Heading | System | TurnStart | Message | Reply | Attempts | Readout
 
 MARKS = {
     "complete": "",
@@ -174,7 +184,7 @@ def walk(transcript: Transcript, title: str | None = None) -> list[Block]:
             blocks.append(System(system))
         for m in turn.request.messages:
             blocks.append(_message(m, pictures))
-        blocks.extend(_steps(turn))
+        blocks.append(Reply(turn, list(_steps(turn))))
         attempts = turn.attempts
         if len(attempts) > 1:
             blocks.append(Attempts([_attempt_line(a) for a in attempts]))
@@ -183,20 +193,13 @@ def walk(transcript: Transcript, title: str | None = None) -> list[Block]:
 
 
 def _steps(turn: Turn) -> Iterator[Step | ToolRun]:
-    """The model steps and tool results of a reply, in order: a tool loop's
-    ``turn.steps`` (the turn itself last), else the turn alone."""
-    for s in getattr(turn, "steps", None) or [turn]:
+    """The model steps and tool results of a reply, in order (``turn.steps``: a
+    tool loop's, the turn itself last; a reply without tools is its only step)."""
+    for s in turn.steps:
         if isinstance(s, Turn):
             yield Step(s, s.model or s.request.model, MARKS.get(s.status, s.status))
-        else:  # a ToolResult
-            yield ToolRun(
-                name=str(getattr(s, "name", "")),
-                arguments=str(getattr(s, "arguments", "")),
-                status=str(getattr(s, "status", "")),
-                result=str(getattr(s, "result", "")),
-                error=getattr(s, "error", None),
-                elapsed_s=getattr(s, "elapsed_s", None),
-            )
+        else:
+            yield ToolRun(s.name, s.arguments, s.status, s.result, s.error, s.elapsed_s)
 
 
 def _attempt_line(a: Any) -> tuple[str, str]:

@@ -25,10 +25,10 @@ from .export import (
     Part,
     Picture,
     Readout,
+    Reply,
     Step,
     System,
     Text,
-    ToolRun,
     TurnStart,
 )
 from .render import message_html, render_markdown, reply_html
@@ -63,6 +63,8 @@ pre { background: var(--code); padding: 0.5rem 0.7rem; overflow-x: auto;
 code { font: 0.9em ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; }
 table { border-collapse: collapse; } th, td { border: 1px solid var(--line); padding: 2px 8px; }
 details { margin: 0.4rem 0; } summary { cursor: pointer; color: var(--muted); }
+.nbs-tool { border: 1px solid var(--line); border-radius: 4px; padding: 0.2rem 0.6rem; }
+.nbs-tool-label { color: var(--muted); font-size: 0.8rem; }
 .nbs-error { color: var(--bad); }
 .nbs-mark { color: var(--bad); font-weight: 600; }
 figure { margin: 0.5rem 0; } figcaption { color: var(--muted); font-size: 0.8rem; }
@@ -106,20 +108,8 @@ def _block(b: Block) -> str:
             label = _ROLES.get(role, role)
             body = "".join(_part(p) for p in parts)
             return message_html(label, None, note=name or None, body_html=body)
-        case Step():
-            return _step(b)
-        case ToolRun():
-            took = f" · {b.elapsed_s:.2f} s" if b.elapsed_s is not None else ""
-            error = (
-                f'<p class="nbs-error">{_pre(b.error)}</p>\n'
-                if b.error and b.error != b.result
-                else ""
-            )
-            return (
-                '<details class="nbs-tool-result" open><summary>Tool result '
-                f"<code>{escapeHtml(b.name)}</code> · {escapeHtml(b.status)}{took}"
-                f"</summary>\n{_pre(b.result)}{error}</details>\n"
-            )
+        case Reply():
+            return _reply(b)
         case Attempts(lines=lines):
             items = "".join(
                 f"<li><code>{escapeHtml(m)}</code> · {escapeHtml(said)}</li>\n"
@@ -134,10 +124,16 @@ def _block(b: Block) -> str:
     return ""
 
 
-def _step(b: Step) -> str:
-    reply = reply_html(b.turn) or "<p><em>(no reply)</em></p>\n"
-    mark = f'<p class="nbs-mark">{escapeHtml(b.mark)}</p>\n' if b.mark else ""
-    return message_html("assistant", None, note=b.model, body_html=mark + reply)
+def _reply(b: Reply) -> str:
+    """The reply as the cell's output shows it: a tool loop's earlier steps and a
+    block per call (name, arguments, result, time), then the final step's reply."""
+    marks = [s.mark for s in b.steps if isinstance(s, Step) and s.mark]
+    models = list(dict.fromkeys(s.model for s in b.steps if isinstance(s, Step)))
+    mark = "".join(f'<p class="nbs-mark">{escapeHtml(m)}</p>\n' for m in marks)
+    body = reply_html(b.turn) or "<p><em>(no reply)</em></p>\n"
+    return message_html(
+        "assistant", None, note=", ".join(models), body_html=mark + body
+    )
 
 
 def _pre(text: str) -> str:

@@ -49,6 +49,7 @@ from .export import (
     Part,
     Picture,
     Readout,
+    Reply,
     Step,
     System,
     Text,
@@ -139,14 +140,10 @@ def _block(b: Block, images: list[str]) -> list[Piece]:
             for part in parts:
                 out += _part(part, images)
             return out
-        case Step():
-            return _step(b)
-        case ToolRun():
-            took = f" · {b.elapsed_s:.2f} s" if b.elapsed_s is not None else ""
-            out = [f"**Tool result** {span(b.name)} · {span(b.status)}{took}\n\n"]
-            out.append(_Fence(b.result))
-            if b.error and b.error != b.result:
-                out += ["*Error*\n\n", _Fence(b.error)]
+        case Reply(steps=steps):
+            out = []
+            for s in steps:
+                out += _step(s) if isinstance(s, Step) else _tool_run(s)
             return out
         case Attempts(lines=lines):
             items = "".join(
@@ -178,6 +175,15 @@ def _step(b: Step) -> list[Piece]:
         turn.text or turn.reasoning or turn.tool_calls or turn.refusal or turn.error
     ):
         out.append("*(no reply)*\n\n")
+    return out
+
+
+def _tool_run(b: ToolRun) -> list[Piece]:
+    took = f" · {b.elapsed_s:.2f} s" if b.elapsed_s is not None else ""
+    out: list[Piece] = [f"**Tool result** {span(b.name)} · {span(b.status)}{took}\n\n"]
+    out.append(_Fence(b.result))
+    if b.error and b.error != b.result:
+        out += ["*Error*\n\n", _Fence(b.error)]
     return out
 
 

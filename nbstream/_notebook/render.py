@@ -63,9 +63,12 @@ def readout(turn: Turn) -> dict[str, Any]:
     While the reply streams, a count the server has not sent yet is nbstream's own and
     marked as estimated: input from the size of what was sent, output from the deltas
     so far (Anthropic's first usage has a placeholder output count, never shown). The
-    cost comes when the reply has ended (``cost_usd`` None then: unknown).
+    cost comes when the reply has ended (``cost_usd`` None then: unknown), and then
+    the counts are the whole reply's, as the cost is: every step of a tool loop (the
+    timings stay the last step's).
     """
-    u, m = turn.usage, turn.metrics
+    streaming = turn.status == "streaming"
+    u, m = (turn.usage if streaming else turn.total_usage), turn.metrics
     inp: int | None
     if u is not None and u.input_tokens is not None:
         inp, inp_est = u.input_tokens, u.estimated
@@ -91,7 +94,7 @@ def readout(turn: Turn) -> dict[str, Any]:
         "cost_usd": None,
         "cost_estimated": False,
     }
-    if turn.status != "streaming":
+    if not streaming:
         cost = turn.cost_details
         if cost is not None:
             r["cost_usd"] = cost.total_usd
