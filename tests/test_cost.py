@@ -679,3 +679,20 @@ def test_newer_prices_from_update_prices_are_used_once_in_place() -> None:
     finally:
         data_snapshot.set_custom_snapshot(None)
     assert price_usage(usage, ["gpt-4o-mini"], OPENAI, when=1.8e9) == before
+
+
+def test_importing_nbstream_does_not_load_the_price_dataset() -> None:
+    """genai-prices takes about half a second to load: only a cost asked for (or
+    ``warm_up()``, at ``%load_ext`` and ``ChatWidget()``) loads it."""
+    import subprocess
+    import sys
+
+    code = "import sys, nbstream, nbstream._notebook.render; print('genai_prices' in sys.modules)"
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert out.stdout.strip() == "False"
