@@ -40,6 +40,7 @@ from ._core.events import (
     Usage,
     UsageEvent,
 )
+from ._core.pricing import Cost
 from ._core.toolresult import ToolResult
 from ._core.transcript import (
     Choice,
@@ -100,6 +101,7 @@ __all__ = [
     "Client",
     "ConfigurationError",
     "Conversation",
+    "Cost",
     "Done",
     "ErrorEvent",
     "ErrorInfo",

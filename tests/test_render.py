@@ -31,6 +31,7 @@ from hypothesis import strategies as st
 
 from nbstream import ErrorInfo, Request, Turn
 from nbstream._core.pipeline import Pipeline
+from nbstream._core.pricing import format_usd
 from nbstream._core.transcript import Api
 from nbstream._http.conversation import Conversation
 from nbstream._notebook.magics import _batch_bundle, _history_html, _history_text
@@ -40,6 +41,7 @@ from nbstream._notebook.render import (
     readout_text,
     render_markdown,
 )
+from nbstream._notebook.totals import totals, totals_text
 from tests.conftest import STREAMS, api_of, expected
 from tests.loopback import openai_chunks
 
@@ -508,9 +510,11 @@ def test_readout_of_a_recorded_turn() -> None:
     r = readout(turn)
     assert r["ttft_s"] == ttft and r["elapsed_s"] == elapsed
     assert r["tokens_per_s"] == pytest.approx(tps)
+    assert turn.cost is not None  # gpt-4o-2024-08-06: its price is known
     assert readout_text(r) == (
         f"complete · first token {fmt_s(ttft)} · {usage['prompt_tokens']} in · "
-        f"{out} out tokens · {tps:.1f} tok/s · {fmt_s(elapsed)} · finish: stop"
+        f"{out} out tokens · {format_usd(turn.cost)} · {tps:.1f} tok/s · "
+        f"{fmt_s(elapsed)} · finish: stop"
     )
     json.dumps(r)  # plain data, for the widget
 
@@ -643,9 +647,10 @@ def test_the_batch_output_has_no_timings() -> None:
     bundle = _batch_bundle(turn)
     assert set(bundle) == {"text/html", "text/plain"}
     usage = EXP["openai_chat_text_usage.sse"]["usage"]
+    assert turn.cost is not None
     line = (
         f"complete · {usage['prompt_tokens']} in · {usage['completion_tokens']} out "
-        "tokens · finish: stop"
+        f"tokens · {format_usd(turn.cost)} · finish: stop"
     )
     assert f'<p class="nbs-readout"><sub>{line}</sub></p>' in bundle["text/html"]
     assert bundle["text/plain"].endswith(f"[{line}]")
@@ -674,5 +679,8 @@ def test_history_shows_each_message_in_its_own_block() -> None:
         "assistant (complete): <img src=x onerror=alert(1)>",
         "user: <b>me</b> and `code`",
         "assistant (complete): **ok**",
+        f"[{totals_text(totals(conv.transcript))}]",
     ]
+    # the model ("m") has no known price: the totals say so rather than guess
+    assert "2 turns · " in html and " · cost unknown · " in html
     assert "(no turns yet)" in _history_html(Conversation())

@@ -229,6 +229,7 @@ def everything_a_user_can_see(
     tr.save(path)
     out.append(path.read_text())
     out.append(tr.to_pandas().to_csv())
+    out += [tr.to_markdown(), tr.to_html()]  # the documents a user shares
     out.append(
         json.dumps(tr.to_messages("openai")) + json.dumps(tr.to_messages("anthropic"))
     )

@@ -8,7 +8,7 @@ import {
   setHighlighter,
 } from "./markdown.js";
 import { subscribe, syncMessages } from "./model_events.js";
-import { readoutText } from "./readout.js";
+import { readoutText, totalsText } from "./readout.js";
 import { renderTakeover } from "./takeover.js";
 import { makeScheduler, TextStream } from "./text_stream.js";
 import { Segments, ToolState } from "./tool_blocks.js";
@@ -23,15 +23,6 @@ function h(tag, attrs = {}, ...children) {
   }
   node.append(...children);
   return node;
-}
-
-const fmtTokens = (n) => (n >= 10000 ? `${(n / 1000).toFixed(1)}k` : String(n));
-
-export function totalsText(t) {
-  if (!t || !t.turns) return "";
-  const est = t.estimated ? "~" : "";
-  return `${t.turns} ${t.turns === 1 ? "turn" : "turns"} · ${est}${fmtTokens(t.input_tokens)} in · ` +
-    `${est}${fmtTokens(t.output_tokens)} out tokens · ${t.elapsed_s.toFixed(1)} s`;
 }
 
 // Keys typed in the panel are the panel's: a notebook that saw them would act on them

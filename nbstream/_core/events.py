@@ -43,9 +43,12 @@ __all__ = [
 class Usage:
     """Token counts of one reply, normalised across providers.
 
-    ``input_tokens`` counts every prompt token the provider processed (for Anthropic
-    that includes cache reads and writes); ``raw`` is the provider's own usage object.
-    ``estimated`` is true when the server sent no usage and nbstream counted itself.
+    ``input_tokens`` counts every prompt token the provider processed, cached or not:
+    ``cached_input_tokens`` of them were read from the provider's prompt cache and
+    ``cache_write_tokens`` written to it (Anthropic, OpenRouter). ``output_tokens``
+    counts every generated token, ``reasoning_tokens`` included. ``raw`` is the
+    provider's own usage object. ``estimated`` is true when the server sent no usage
+    and nbstream counted itself.
     """
 
     input_tokens: int | None = None
@@ -53,6 +56,7 @@ class Usage:
     total_tokens: int | None = None
     reasoning_tokens: int | None = None
     cached_input_tokens: int | None = None
+    cache_write_tokens: int | None = None
     estimated: bool = False
     raw: dict[str, Any] = field(default_factory=dict, compare=False)
 

@@ -6,6 +6,7 @@ happened (``Metrics``), why it failed (``ErrorInfo``), and each try at an answer
 from __future__ import annotations
 
 from array import array
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -20,6 +21,7 @@ __all__ = [
     "Request",
     "Status",
     "Strategy",
+    "sum_usage",
     "usage_from_dict",
     "usage_to_dict",
 ]
@@ -147,6 +149,7 @@ def usage_to_dict(u: Usage | None) -> dict[str, Any] | None:
         "total_tokens": u.total_tokens,
         "reasoning_tokens": u.reasoning_tokens,
         "cached_input_tokens": u.cached_input_tokens,
+        "cache_write_tokens": u.cache_write_tokens,
         "estimated": u.estimated,
         "raw": u.raw,
     }
@@ -154,6 +157,32 @@ def usage_to_dict(u: Usage | None) -> dict[str, Any] | None:
 
 def usage_from_dict(d: dict[str, Any] | None) -> Usage | None:
     return Usage(**d) if d is not None else None
+
+
+def sum_usage(parts: Iterable[Usage | None]) -> Usage | None:
+    """The usage of several requests (attempts, tool-loop steps) added up, field by
+    field; a field none of them reported stays ``None``. Estimated if any part is."""
+    us = [u for u in parts if u is not None]
+    if not us:
+        return None
+
+    def add(name: str) -> int | None:
+        values = [v for u in us if (v := getattr(u, name)) is not None]
+        return sum(values) if values else None
+
+    inp, out = add("input_tokens"), add("output_tokens")
+    total = add("total_tokens")
+    if inp is not None and out is not None:
+        total = inp + out
+    return Usage(
+        input_tokens=inp,
+        output_tokens=out,
+        total_tokens=total,
+        reasoning_tokens=add("reasoning_tokens"),
+        cached_input_tokens=add("cached_input_tokens"),
+        cache_write_tokens=add("cache_write_tokens"),
+        estimated=any(u.estimated for u in us),
+    )
 
 
 @dataclass(eq=False)

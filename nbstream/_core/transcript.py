@@ -125,12 +125,38 @@ class Transcript:
     def from_json(cls, text: str) -> Transcript:
         return cls.from_dict(cast(dict[str, Any], json.loads(text)))
 
+    def to_markdown(self, *, title: str | None = None) -> str:
+        """The conversation as a Markdown document, readable as plain text: the system
+        prompt, each turn's messages (images as thumbnails), reply, reasoning, tool
+        calls, readout and cost, stopped and failed turns marked. What the model or a
+        server wrote is in code blocks, inert in any Markdown renderer."""
+        from .._notebook.export import walk
+        from .._notebook.export_md import to_markdown
+
+        return to_markdown(walk(self, title))
+
+    def to_html(self, *, title: str | None = None) -> str:
+        """The conversation as a standalone HTML page: replies rendered as in the
+        notebook, nothing that can run or load (a Content-Security-Policy says so)."""
+        from .._notebook.export import walk
+        from .._notebook.export_html import to_html
+
+        return to_html(walk(self, title))
+
     def save(self, path: str | os.PathLike[str]) -> None:
-        """Write the transcript as JSON (atomically: a crash leaves the old file)."""
-        try:  # serialise before any file is touched
-            data = self.to_json(indent=1).encode("utf-8")
-        except UnicodeEncodeError:  # lone surrogates (a pair split across chunks):
-            data = json.dumps(self.to_dict(), indent=1).encode()  # \u escapes keep them
+        """Write the transcript, atomically (a crash leaves the old file): as a
+        document for ``.md`` / ``.markdown`` and ``.html`` / ``.htm``
+        (``to_markdown``, ``to_html``), else as JSON, the form ``load`` reads back."""
+        suffix = os.path.splitext(os.fspath(path))[1].lower()
+        if suffix in (".md", ".markdown"):  # serialise before any file is touched
+            data = self.to_markdown().encode("utf-8", "replace")
+        elif suffix in (".html", ".htm"):
+            data = self.to_html().encode("utf-8", "replace")
+        else:
+            try:
+                data = self.to_json(indent=1).encode("utf-8")
+            except UnicodeEncodeError:  # lone surrogates (a pair split across chunks):
+                data = json.dumps(self.to_dict(), indent=1).encode()  # \u escapes
         tmp = f"{os.fspath(path)}.tmp"
         try:
             with open(tmp, "wb") as f:

@@ -8,7 +8,7 @@ import json
 import threading
 import time
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .events import Usage
 from .record import (
@@ -18,11 +18,15 @@ from .record import (
     Metrics,
     Request,
     Status,
+    sum_usage,
     usage_from_dict,
     usage_to_dict,
 )
 from .reply import Choice, ToolCall
 from .toolresult import ToolResult
+
+if TYPE_CHECKING:
+    from .pricing import Cost
 
 __all__ = ["Api", "Attempt", "ErrorInfo", "Metrics", "Request", "Status", "Turn"]
 
@@ -159,21 +163,12 @@ class Turn:
 
     @property
     def total_usage(self) -> Usage | None:
-        """The usage of every model step of the loop, added up (``usage`` is the
-        final step's)."""
-        parts = [t.usage for t in self.steps if isinstance(t, Turn) and t.usage]
-        if len(parts) <= 1:
+        """The usage of every model step of the loop, added up field by field
+        (``usage`` is the final step's)."""
+        steps = self.steps
+        if len(steps) == 1:
             return self.usage
-        inp = sum(u.input_tokens or 0 for u in parts)
-        out = sum(u.output_tokens or 0 for u in parts)
-        return Usage(
-            input_tokens=inp,
-            output_tokens=out,
-            total_tokens=inp + out,
-            reasoning_tokens=_sum(u.reasoning_tokens for u in parts),
-            cached_input_tokens=_sum(u.cached_input_tokens for u in parts),
-            estimated=any(u.estimated for u in parts),
-        )
+        return sum_usage(t.usage for t in steps if isinstance(t, Turn))
 
     def _next_step(self, request: Request, started_at: float) -> Turn:
         """The reply so far becomes a step of its own (asked with ``request`` at
@@ -192,6 +187,23 @@ class Turn:
             c._lock = self._lock
         self._steps.append(step)
         return step
+
+    @property
+    def cost(self) -> float | None:
+        """What the reply cost in US dollars (every attempt, every step of a tool
+        loop), from its usage and the model's prices in the genai-prices dataset;
+        ``None`` while it streams, or when the model or the usage is unknown.
+        ``cost_details`` says how it adds up."""
+        c = self.cost_details
+        return c.total_usd if c is not None else None
+
+    @property
+    def cost_details(self) -> Cost | None:
+        """The cost as input, output and total dollars, whether it rests on estimated
+        token counts, and which prices were used (``nbstream.Cost``)."""
+        from .pricing import turn_cost
+
+        return turn_cost(self)
 
     @property
     def recovered(self) -> bool:
@@ -294,6 +306,10 @@ class Turn:
             "output_tokens": u.output_tokens if u else None,
             "total_tokens": u.total_tokens if u else None,
             "usage_estimated": u.estimated if u else None,
+            "cached_input_tokens": u.cached_input_tokens if u else None,
+            "cache_write_tokens": u.cache_write_tokens if u else None,
+            "reasoning_tokens": u.reasoning_tokens if u else None,
+            **_cost_columns(self),
             "ttfb_s": m.ttfb_s,
             "ttft_s": m.ttft_s,
             "elapsed_s": m.elapsed_s,
@@ -304,6 +320,15 @@ class Turn:
         }
 
 
-def _sum(values: Any) -> int | None:
-    present = [v for v in values if v is not None]
-    return sum(present) if present else None
+def _cost_columns(turn: Turn) -> dict[str, Any]:
+    """This model step's cost (its attempts; not the other steps of a tool loop, which
+    have rows of their own), in US dollars."""
+    from .pricing import step_cost
+
+    c = step_cost(turn)
+    return {
+        "cost_input_usd": c.input_usd if c else None,
+        "cost_output_usd": c.output_usd if c else None,
+        "cost_usd": c.total_usd if c else None,
+        "cost_estimated": c.estimated if c else None,
+    }

@@ -30,9 +30,10 @@ from .._core.events import (
     ErrorEvent,
     Event,
     TextDelta,
+    Usage,
     UsageEvent,
 )
-from .._core.record import Attempt, ErrorInfo, Request, Strategy
+from .._core.record import Attempt, ErrorInfo, Request, Strategy, sum_usage
 from .._core.recovery import (
     Recover,
     Stitcher,
@@ -126,22 +127,8 @@ class Plan:
             raise err from None
 
 
-def _usage_sum(attempts: Sequence[Attempt], current: Any) -> Any:
-    from .._core.events import Usage
-
-    parts = [a.usage for a in attempts if a.usage is not None]
-    if current is not None:
-        parts.append(current)
-    if not parts:
-        return None
-    inp = sum(u.input_tokens or 0 for u in parts)
-    out = sum(u.output_tokens or 0 for u in parts)
-    return Usage(
-        input_tokens=inp,
-        output_tokens=out,
-        total_tokens=inp + out,
-        estimated=any(u.estimated for u in parts),
-    )
+def _usage_sum(attempts: Sequence[Attempt], current: Usage | None) -> Usage | None:
+    return sum_usage([*(a.usage for a in attempts), current])
 
 
 class Runner:
@@ -285,7 +272,8 @@ class Runner:
                         continue  # the attempt's own end; the turn ends in _settle
                     elif kind is UsageEvent:
                         assert isinstance(ev, UsageEvent)
-                        ev = UsageEvent(_usage_sum(self.attempts[:-1], ev.usage))
+                        summed = _usage_sum(self.attempts[:-1], ev.usage)
+                        ev = UsageEvent(summed or ev.usage)
                     acc.apply(ev, now)
                     out.append(ev)
             if out:

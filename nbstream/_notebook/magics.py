@@ -41,10 +41,12 @@ from IPython.core.interactiveshell import InteractiveShell
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments
 from IPython.display import display
+from markdown_it.common.utils import escapeHtml
 from traitlets import Bool, Float, Int, Unicode
 
 from .._core.errors import ConfigurationError, NbstreamError
 from .._core.events import AttemptStart, Event, TextDelta, ToolRun
+from .._core.pricing import warm_up
 from .._core.transcript import Turn
 from .._http import registry
 from .._http.client import Client
@@ -57,6 +59,7 @@ from .render import final_bundle, message_html, readout_text, reply_html, wrap_h
 from .render import readout as readout_of
 from .toolblocks import Approvals, ToolFeed
 from .toolview import tool_line
+from .totals import totals, totals_text
 
 __all__ = [
     "ChatMagics",
@@ -690,8 +693,8 @@ def _terminal_text(ev: Event) -> str:
 def _batch_bundle(turn: Turn, allow_images: bool = False) -> dict[str, str]:
     """A deterministic final output: no timings (they differ run to run)."""
     r = readout_of(turn)
-    keys = ("status", "input_tokens", "output_tokens", "estimated", "finish_reason")
-    line = readout_text({k: r[k] for k in keys})
+    timings = ("ttft_s", "tokens_per_s", "elapsed_s")
+    line = readout_text({k: v for k, v in r.items() if k not in timings})
     return final_bundle(
         turn, readout_line=line, allow_images=allow_images, timings=False
     )
@@ -713,6 +716,9 @@ def _history_html(conv: Conversation, allow_images: bool = False) -> str:
         )
     if not blocks:
         blocks.append("<p><em>(no turns yet)</em></p>\n")
+    else:
+        line = escapeHtml(totals_text(totals(conv.transcript)))
+        blocks.append(f'<p class="nbs-totals"><sub>{line}</sub></p>\n')
     return wrap_html(blocks, "history")
 
 
@@ -722,6 +728,8 @@ def _history_text(conv: Conversation) -> str:
         for m in turn.request.messages:
             lines.append(f"{m.get('role', 'user')}: {m.get('content')}")
         lines.append(f"assistant ({turn.status}): {turn.text}")
+    if lines:
+        lines.append(f"[{totals_text(totals(conv.transcript))}]")
     return "\n".join(lines) or "(no turns yet)"
 
 
@@ -797,6 +805,7 @@ def load_ipython_extension(ip: InteractiveShell) -> None:
     global _magics
     _magics = ChatMagics(shell=ip)
     ip.register_magics(_magics)
+    warm_up()  # the price dataset loads on a thread while the first cell is typed
     if (
         getattr(ip, "kernel", None) is not None
         and _transform not in ip.input_transformers_cleanup

@@ -30,6 +30,7 @@ import traitlets
 
 from .._core.errors import NbstreamError
 from .._core.events import AttemptStart
+from .._core.pricing import warm_up
 from .._core.reply import ToolCall
 from .._core.transcript import Transcript, Turn
 from .._http.client import Client
@@ -39,6 +40,7 @@ from .._http.tooloptions import tool_options
 from .coalesce import Coalescer
 from .render import readout, takeovers
 from .toolblocks import Approvals, ToolFeed, loop_view
+from .totals import totals
 from .view import LiveText, static_asset
 
 __all__ = ["ChatWidget"]
@@ -96,7 +98,7 @@ class ChatWidget(anywidget.AnyWidget):
     status = traitlets.Unicode(
         "idle", help="'idle', or 'streaming' while a reply runs."
     ).tag(sync=True)
-    totals = traitlets.Dict(help="Conversation totals: turns, tokens, time.").tag(
+    totals = traitlets.Dict(help="Conversation totals: turns, tokens, cost, time.").tag(
         sync=True
     )
     title = traitlets.Unicode(
@@ -155,11 +157,12 @@ class ChatWidget(anywidget.AnyWidget):
         elif params:
             conversation.params.update(params)
         self.conversation = conversation
+        warm_up()  # the price dataset loads on a thread while the user types
         first = self._derive([])
         super().__init__(
             title=self.conversation.client.model,
             messages=first,
-            totals=_totals(self.transcript),
+            totals=totals(self.transcript),
             allow_images=allow_images,
         )
         self._stream: AsyncStream | None = None
@@ -318,7 +321,7 @@ class ChatWidget(anywidget.AnyWidget):
         """
         old = self.messages
         new = self._derive(old)
-        self.totals = _totals(self.transcript)
+        self.totals = totals(self.transcript)
         if [m["id"] for m in new[: len(old)]] != [m["id"] for m in old]:
             rev = self._messages_rev + 1
             self._floor = rev
@@ -415,25 +418,3 @@ def _models(
             "model=['gpt-4o-mini', 'gpt-4.1-mini', other_client]."
         )
     return items[0], items[1:]
-
-
-def _totals(transcript: Transcript) -> dict[str, Any]:
-    inp = out = 0
-    estimated = False
-    elapsed = 0.0
-    for t in transcript:
-        usage = t.total_usage  # every model step of a tool loop
-        if usage is not None:
-            inp += usage.input_tokens or 0
-            out += usage.output_tokens or 0
-            estimated = estimated or usage.estimated
-        elapsed += sum(
-            s.metrics.elapsed_s or 0.0 for s in t.steps if isinstance(s, Turn)
-        )
-    return {
-        "turns": len(transcript),
-        "input_tokens": inp,
-        "output_tokens": out,
-        "estimated": estimated,
-        "elapsed_s": elapsed,
-    }

@@ -36,18 +36,22 @@ _PLACEHOLDERS = frozenset({"output_tokens"})
 
 
 def normalize_usage(u: dict[str, Any], out: list[Event]) -> Usage:
-    """``input_tokens`` here counts every prompt token: uncached + cache write + read."""
+    """``input_tokens`` here counts every prompt token: uncached + cache write + read;
+    ``reasoning_tokens`` the thinking tokens among the output, when the server says."""
     base = count(u, "input_tokens", "usage.input_tokens", out)
     write = count(u, "cache_creation_input_tokens", "usage.cache_creation", out) or 0
     read = count(u, "cache_read_input_tokens", "usage.cache_read", out) or 0
     inp = base + write + read if base is not None else None
     outp = count(u, "output_tokens", "usage.output_tokens", out)
     total = inp + outp if inp is not None and outp is not None else None
+    details = dict_at(u, "output_tokens_details", "usage.output_details", out) or {}
     return Usage(
         input_tokens=inp,
         output_tokens=outp,
         total_tokens=total,
+        reasoning_tokens=count(details, "thinking_tokens", "usage.thinking", out),
         cached_input_tokens=read if base is not None else None,
+        cache_write_tokens=write if base is not None else None,
         raw=u,
     )
 

@@ -53,6 +53,10 @@ def normalize_usage(u: dict[str, Any], out: list[Event], where: str = "usage") -
         total_tokens=total,
         reasoning_tokens=count(details, "reasoning_tokens", f"{where}.reasoning", out),
         cached_input_tokens=count(prompt, "cached_tokens", f"{where}.cached", out),
+        # OpenRouter's, for the models it bills cache writes of (Anthropic, Gemini)
+        cache_write_tokens=count(
+            prompt, "cache_write_tokens", f"{where}.cache_write", out
+        ),
         raw=u,
     )
 
