@@ -71,6 +71,7 @@ def readout(turn: Turn) -> dict[str, Any]:
         "tokens_per_s": m.tokens_per_s,
         "elapsed_s": m.elapsed_s,
         "finish_reason": turn.finish_reason,
+        "cached": bool(turn.extra.get("cached")),  # answered from the reply cache
     }
 
 
@@ -83,6 +84,13 @@ def _fmt_s(s: float | None) -> str:
 def readout_text(r: dict[str, Any]) -> str:
     """One line: ``complete · first token 120 ms · 12 in · 80 out tokens · …``."""
     parts = [str(r.get("status") or "")]
+    if r.get("cached"):  # nothing was sent: no timings to show
+        parts[0] += " (cached)"
+        r = {
+            k: v
+            for k, v in r.items()
+            if k not in ("ttft_s", "tokens_per_s", "elapsed_s")
+        }
     if r.get("ttft_s") is not None:
         parts.append(f"first token {_fmt_s(r['ttft_s'])}")
     if r.get("input_tokens") is not None or r.get("output_tokens") is not None:
