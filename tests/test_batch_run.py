@@ -276,13 +276,13 @@ def test_rows_that_fail_validation_are_recorded_and_the_others_sent(
     assert list(out.columns[:3]) == ["review", "system", "params"]
     assert list(out["status"]) == ["done", "invalid", "invalid", "done"]
     assert "'review' is empty" in out.loc["b", "error"]
-    assert "'params' is a str" in out.loc["c", "error"]
+    assert "'params' is a str, not a dict" in out.loc["c", "error"]
     assert out.loc["d", "text"] == "echo: "  # max_tokens=1 reached the server
     assert job.counts["failed"] == 2
-    sent = [r.json for r in srv.requests]
-    assert len(sent) == 2
-    assert sent[0]["messages"][0] == {"role": "system", "content": "Be terse."}
-    assert sent[0]["temperature"] == 0
+    sent = {r.json["messages"][-1]["content"]: r.json for r in srv.requests}
+    assert sorted(sent) == ["good", "ok"]
+    assert sent["good"]["messages"][0] == {"role": "system", "content": "Be terse."}
+    assert sent["good"]["temperature"] == 0 and sent["ok"]["max_tokens"] == 1
 
 
 def test_the_api_key_never_reaches_the_store(

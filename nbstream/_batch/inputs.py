@@ -77,6 +77,12 @@ def template_fields(template: str) -> list[str]:
     return names
 
 
+def _kind(value: Any) -> str:
+    """``an int``, ``a str``: what a value is, in words."""
+    name = type(value).__name__
+    return ("an " if name[:1] in "aeiou" else "a ") + name
+
+
 def _is_dataframe(obj: Any) -> bool:
     return type(obj).__module__.startswith("pandas") and hasattr(obj, "to_dict")
 
@@ -118,7 +124,7 @@ def _check_messages(value: Any) -> str | None:
         return "messages must be a non-empty list of {'role': ..., 'content': ...}"
     for i, m in enumerate(value):
         if not isinstance(m, Mapping):
-            return f"message {i} is a {type(m).__name__}, not a dict"
+            return f"message {i} is {_kind(m)}, not a dict"
         role = m.get("role")
         if role not in ROLES:
             return f"message {i} has role {role!r}; use one of {sorted(ROLES)}"
@@ -188,21 +194,21 @@ def _row(
             pos,
             label,
             {"input": item},
-            error=f"row {pos} is a {type(item).__name__}: give a string, a message "
-            "list or a dict",
+            error=f"row {pos} is {_kind(item)}: give a string, a message list or a "
+            "dict",
         )
     row = Row(pos, label, columns, system=default_system)
 
     system = columns.get("system")
     if not _missing(system):
         if not isinstance(system, str):
-            row.error = f"'system' is a {type(system).__name__}, not a string"
+            row.error = f"'system' is {_kind(system)}, not a string"
             return row
         row.system = system
     params = columns.get("params")
     if not _missing(params):
         if not isinstance(params, Mapping):
-            row.error = f"'params' is a {type(params).__name__}, not a dict"
+            row.error = f"'params' is {_kind(params)}, not a dict"
             return row
         row.params = {str(k): v for k, v in params.items()}
         model = row.params.pop("model", None)

@@ -218,6 +218,10 @@ class Pacer:
     limit: float
     period: float = 60.0
     headroom: float = 0.02
+    # Keep the schedule when a start is late by less than one step (requests: all the
+    # same size). For tokens (sizes vary) a late start moves the schedule instead, so
+    # a window never holds more than ``rate * T`` plus one request's tokens.
+    catch_up: bool = True
     next_at: float = -math.inf
     rate: float = field(init=False)  # units per second
 
@@ -235,7 +239,8 @@ class Pacer:
         step = cost / (self.rate * scale)
         # Late by less than one step: keep the schedule (a busy loop does not lose
         # slots); later than that: start a new schedule from now (no catching up).
-        base = self.next_at if now - self.next_at < step else now
+        late = now - self.next_at
+        base = self.next_at if late <= 0 or (self.catch_up and late < step) else now
         self.next_at = base + step
 
     def adjust(self, delta: float, scale: float = 1.0) -> None:
@@ -276,7 +281,7 @@ class RateLimiter:
         if self.rpm is not None:
             self.requests = Pacer(self.rpm, 60.0, self.headroom)
         if self.tpm is not None:
-            self.tokens = Pacer(self.tpm, 60.0, self.headroom)
+            self.tokens = Pacer(self.tpm, 60.0, self.headroom, catch_up=False)
 
     # -- asking -----------------------------------------------------------------------
     def scale(self, now: float) -> float:
