@@ -214,3 +214,34 @@ def test_in_a_terminal_a_progress_bar_goes_to_stderr(
     elapsed = job.snapshot().elapsed_s
     assert len(frames) <= 4 * elapsed + 2  # a few updates a second at most
     assert KEY not in err
+
+
+@pytest.mark.parametrize(
+    ("kw", "message"),
+    [
+        ({"engine": "ray"}, "engine='ray' is not available in this version"),
+        ({"engine": "openai-batch"}, "engine='openai-batch' is not available"),
+        ({"engine": "spark"}, "engine='spark' is not an engine"),
+        ({"on_error": "ignore"}, "use 'continue'"),
+        ({"concurrency": 0}, "concurrency=0"),
+        ({"rpm": -1}, "rpm=-1"),
+        ({"max_retries": -1}, "max_retries=-1"),
+        ({"temperature": object()}, "must be JSON values"),
+    ],
+)
+def test_bad_options_are_refused_before_anything_is_sent(
+    server: LoopbackServer, tmp_path: Path, kw: dict[str, object], message: str
+) -> None:
+    client = Client(base_url=server.base_url, api_key=KEY, model="m")
+    store = tmp_path / "never.sqlite"
+    with pytest.raises(ConfigurationError, match=re.escape(message)):
+        nbstream.batch(["x"], client=client, store=store, **kw)  # type: ignore[arg-type]
+    assert server.requests == [] and not store.exists()
+
+
+def test_an_empty_batch_finishes_at_once(server: LoopbackServer) -> None:
+    client = Client(base_url=server.base_url, api_key=KEY, model="m")
+    job = nbstream.batch([], client=client).wait()
+    assert job.status == "finished" and job.counts["total"] == 0
+    assert len(job.to_pandas()) == 0 and len(job.transcript) == 0
+    assert repr(job).startswith("<Job batch finished: 0 rows · 0 done · 0 failed")

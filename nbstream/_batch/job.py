@@ -149,9 +149,9 @@ class Job:
         return self._store.path
 
     @property
-    def done(self) -> bool:
-        """True once the job ended (finished, stopped, cancelled or failed)."""
-        return self._future.done()
+    def running(self) -> bool:
+        """True until the job ends (finished, stopped, cancelled or failed)."""
+        return not self._future.done()
 
     # -- the engine's reporter (called on the loop thread) -----------------------------
     def started(self, work: Work) -> None:
@@ -216,6 +216,7 @@ class Job:
             failure = exc
         finally:
             ticker.cancel()
+            self._work = []  # the requests: not needed any more (memory stays flat)
             await asyncio.wrap_future(self._writer.close())
             if self._writer.error is not None and failure is None:
                 failure = self._writer.error
@@ -366,7 +367,7 @@ class Job:
 
         v = BatchView(self)
         self._views.append(v)
-        if self.done:
+        if not self.running:
             v.update(self.snapshot())
         return v
 
@@ -386,7 +387,7 @@ class Job:
     # -- results ----------------------------------------------------------------------------
     def _flush(self) -> None:
         w = self._writer
-        if w is not None and not self.done:
+        if w is not None and self.running:
             w.flush().result(30)
 
     def to_pandas(self) -> pandas.DataFrame:

@@ -123,6 +123,8 @@ class Result:
         tin = tout = latency = ttft = None
         if turn is not None:
             d = turn.to_dict()
+            m = d["metrics"]  # float32 arrival times: 6 decimals keep all they hold
+            m["arrivals"] = [round(a, 6) for a in m["arrivals"]]
             turn_json = _dumps(d)
             choice = d["choices"][0] if d["choices"] else {}
             text, finish = choice.get("text"), choice.get("finish_reason")
