@@ -180,10 +180,6 @@ def batch(
         if not (key in settled and (settled[key][0] == "done" or settled[key][1]))
     ]
     frame = inputs if type(inputs).__module__.startswith("pandas") else None
-    for row in rows:  # the plan holds what to send; the rows keep only the input
-        row.messages = []
-        if frame is not None:
-            row.columns = {}  # to_pandas() starts from the DataFrame itself
     job = Job(
         rows=rows,
         work=work,

@@ -82,7 +82,8 @@ class Job:
         frame: Any = None,
         progress: bool | None = None,
     ) -> None:
-        self._rows = rows
+        # No row is kept: the store has each row's input, and the job one byte of
+        # state per row, so memory stays flat in the number of requests.
         self._work = work
         self._store = store
         self._engine = engine
@@ -405,9 +406,10 @@ class Job:
         self._flush()
         data = self._store.rows_with_results(
             "s.status, s.text, s.finish_reason, s.input_tokens, s.output_tokens, "
-            "s.latency_s, s.ttft_s, s.attempts, s.error"
+            "s.latency_s, s.ttft_s, s.attempts, s.error, r.input"
         )
         results: dict[str, list[Any]] = {c: [] for c in _RESULT_COLUMNS}
+        inputs: list[dict[str, Any]] = []
         for (
             _pos,
             row_error,
@@ -420,7 +422,10 @@ class Job:
             ttft,
             att,
             err,
+            given,
         ) in data:
+            if self._frame is None:
+                inputs.append(json.loads(given))
             if row_error is not None:
                 status, err = "invalid", row_error
             elif status is None:
@@ -431,10 +436,7 @@ class Job:
                 strict=True,
             ):
                 results[name].append(value)
-        if self._frame is not None:
-            df = self._frame.copy()
-        else:
-            df = pd.DataFrame([r.columns for r in self._rows])
+        df = self._frame.copy() if self._frame is not None else pd.DataFrame(inputs)
         for name in _RESULT_COLUMNS:
             col = f"{name}_reply" if name in df.columns else name
             df[col] = results[name]
