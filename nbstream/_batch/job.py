@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import sys
 import threading
 import time
@@ -21,8 +20,9 @@ from concurrent import futures
 from typing import TYPE_CHECKING, Any
 
 from .._core.errors import NbstreamError
-from .._core.transcript import Transcript, Turn
+from .._core.transcript import Transcript
 from .._http.streams import LoopThread, in_loop
+from . import results
 from .engine import Engine, Options, Outcome, Run, Stop, Work
 from .inputs import Row
 from .progress import Snapshot, bar, line, summary
@@ -45,17 +45,6 @@ _NAMES = {
     CANCELLED: "cancelled",
 }
 REFRESH_S = 0.25  # progress views and the terminal bar: at most 4 updates a second
-_RESULT_COLUMNS = (
-    "text",
-    "finish_reason",
-    "status",
-    "input_tokens",
-    "output_tokens",
-    "latency_s",
-    "ttft_s",
-    "attempts",
-    "error",
-)
 
 
 class Job:
@@ -397,61 +386,15 @@ class Job:
         ``input_tokens``, ``output_tokens``, ``latency_s``, ``ttft_s``, ``attempts``
         and ``error``. A result column whose name an input column has is suffixed
         ``_reply``. A DataFrame input keeps its index."""
-        try:
-            import pandas as pd
-        except ImportError:
-            raise ImportError(
-                "Job.to_pandas() needs pandas: pip install pandas"
-            ) from None
         self._flush()
-        data = self._store.rows_with_results(
-            "s.status, s.text, s.finish_reason, s.input_tokens, s.output_tokens, "
-            "s.latency_s, s.ttft_s, s.attempts, s.error, r.input"
-        )
-        results: dict[str, list[Any]] = {c: [] for c in _RESULT_COLUMNS}
-        inputs: list[dict[str, Any]] = []
-        for (
-            _pos,
-            row_error,
-            status,
-            text,
-            finish,
-            tin,
-            tout,
-            lat,
-            ttft,
-            att,
-            err,
-            given,
-        ) in data:
-            if self._frame is None:
-                inputs.append(json.loads(given))
-            if row_error is not None:
-                status, err = "invalid", row_error
-            elif status is None:
-                status = "pending"
-            for name, value in zip(
-                _RESULT_COLUMNS,
-                (text, finish, status, tin, tout, lat, ttft, att, err),
-                strict=True,
-            ):
-                results[name].append(value)
-        df = self._frame.copy() if self._frame is not None else pd.DataFrame(inputs)
-        for name in _RESULT_COLUMNS:
-            col = f"{name}_reply" if name in df.columns else name
-            df[col] = results[name]
-        out: pandas.DataFrame = df
-        return out
+        return results.to_pandas(self._store, self._frame)
 
     @property
     def transcript(self) -> Transcript:
         """Every row's turn (partial replies of failed and stopped ones included), in
         input order; rows not sent yet are left out."""
         self._flush()
-        data = self._store.rows_with_results("s.turn")
-        return Transcript(
-            [Turn.from_dict(json.loads(t)) for _, _, t in data if t is not None]
-        )
+        return results.transcript(self._store)
 
 
 def _mode() -> str | None:
