@@ -116,6 +116,7 @@ class Contenders:
         self.tmp = tempfile.TemporaryDirectory(prefix="nbstream-bench-")
         self.stores = 0
         self.last_job: Any = None
+        self.commits: list[tuple[int, int]] = []  # (results, commits) of each batch
 
     def store(self) -> str:
         self.stores += 1
@@ -133,6 +134,9 @@ class Contenders:
         )
         job.wait()
         self.last_job = job
+        w = job._writer
+        if w is not None:
+            self.commits.append((w.written, w.commits))
         return int(job.counts["done"])
 
     async def _gather(self, n: int, one: Callable[[str], Any]) -> list[Any]:
@@ -584,7 +588,9 @@ def report(results: dict[str, Any]) -> str:
         "",
         f"Store: {s['rows_per_s']:,.0f} results/s written ({s['cpu_us_per_row']:.0f} µs "
         f"CPU each, {s['commits']} commits for {s['rows']:,} rows, "
-        f"{s['bytes_per_row']:.0f} bytes/row on disk).",
+        f"{s['bytes_per_row']:.0f} bytes/row on disk). During the throughput runs: "
+        f"{s['in_runs']['results']:,} results in {s['in_runs']['commits']:,} commits "
+        f"({s['in_runs']['results'] / max(1, s['in_runs']['commits']):.1f} a commit).",
     ]
     return "\n".join(lines)
 
@@ -604,6 +610,8 @@ def main(argv: list[str] | None = None) -> int:
                 return 0
             log("throughput")
             tp = throughput(c, plan)
+            written = sum(w for w, _ in c.commits)
+            commits = sum(n for _, n in c.commits)
             log("fixed cost and cost per event")
             cm = cost_model(url, plan)
             log("memory")
@@ -624,7 +632,7 @@ def main(argv: list[str] | None = None) -> int:
         "cost_model": cm,
         "memory": mem,
         "progress": prog,
-        "store": st,
+        "store": {**st, "in_runs": {"results": written, "commits": commits}},
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=1))

@@ -19,7 +19,8 @@ Schema (format ``nbstream.store`` version 1)::
          key TEXT, input TEXT, error TEXT)      (key NULL and error set: not sent)
 
 A ``done`` result is never overwritten. Writes go through one ``Writer`` thread in small
-transactions (whatever finished since its last commit): WAL mode, ``synchronous=NORMAL``,
+transactions (whatever finished since its last commit, at most ``MAX_TRANSACTION``
+results): WAL mode, ``synchronous=NORMAL``,
 so a killed process loses only the results it had not yet handed over, a few
 milliseconds' worth, never a committed one, and never leaves half a row.
 """
@@ -332,6 +333,7 @@ class Store:
 
 _FLUSH = object()
 _CLOSE = object()
+MAX_TRANSACTION = 256  # results per commit at most, should the writer fall behind
 
 
 class Writer:
@@ -372,7 +374,7 @@ class Writer:
             self._fail(exc)
         while True:
             items = [self._queue.get()]
-            while not self._queue.empty():
+            while len(items) < MAX_TRANSACTION and not self._queue.empty():
                 items.append(self._queue.get_nowait())
             results = [i for i in items if isinstance(i, Result)]
             if results and conn is not None and self.error is None:
