@@ -83,12 +83,15 @@ def test_a_thousand_requests_with_faults_all_finish_within_the_rate_limit(
     # every prompt got exactly one whole reply: nothing finished was asked again
     assert set(model.completed.values()) == {1} and len(model.completed) == n
     # the server never saw more than rpm/60 requests in any second (retries count),
-    # and no burst at the start: at most rate * T + 2 in shorter windows
     times = model.times()
     assert max_in_window(times, 1.0) <= rpm / 60
-    for w in (0.1, 0.25):
-        assert max_in_window(times, w) <= w * rpm / 60 + 2
-    print(f"\n{len(times)} attempts in {took:.1f} s")
+    # and never a burst (32 may be in flight, but starts are paced ~3.4 ms apart): in
+    # any 20 ms, about 6, plus some for the jitter between the client and the server
+    assert max_in_window(times, 0.02) <= 0.02 * rpm / 60 + 6
+    print(
+        f"\n{len(times)} attempts in {took:.1f} s; most in 1 s:"
+        f" {max_in_window(times, 1.0)}, in 20 ms: {max_in_window(times, 0.02)}"
+    )
 
 
 def test_tokens_per_minute_are_never_exceeded(
@@ -96,9 +99,9 @@ def test_tokens_per_minute_are_never_exceeded(
 ) -> None:
     model = ScriptedModel()
     srv.serve(model)
-    tpm = 360_000  # 6,000 tokens a second; a request reserves ~30
+    tpm = 180_000  # 3,000 tokens a second; a request reserves ~40, uses ~36
     job = nbstream.batch(
-        [f"question number {i} " * 3 for i in range(300)],
+        [f"question number {i} " * 3 for i in range(200)],
         client=client_for(srv),
         concurrency=16,
         tpm=tpm,
@@ -106,7 +109,7 @@ def test_tokens_per_minute_are_never_exceeded(
         max_tokens=20,
     )
     job.wait(timeout=30)
-    assert job.counts["done"] == 300
+    assert job.counts["done"] == 200
     with model.lock:
         points = [(a.at, float(a.tokens)) for a in model.log]
     assert max_sum_in_window(points, 1.0) <= tpm / 60
@@ -303,3 +306,23 @@ def test_the_api_key_never_reaches_the_store(
         found = any_slice_of(KEY, f.read_bytes())
         assert found is None, f"{found!r} in {f.name}"
     assert KEY not in repr(job) and KEY not in job.transcript.to_json()
+
+
+def test_a_bug_in_the_engine_fails_the_job_and_says_so(
+    srv: LoopbackServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from nbstream._batch import local
+
+    srv.serve(ScriptedModel())
+
+    def broken(turn: object) -> None:
+        raise RuntimeError("a bug in the policy")
+
+    monkeypatch.setattr(local, "decide", broken)
+    job = nbstream.batch(
+        prompts(5), client=client_for(srv), store=tmp_path / "b.sqlite"
+    )
+    with pytest.raises(RuntimeError, match="a bug in the policy"):
+        job.wait(timeout=10)
+    assert job.status == "failed" and job.counts["running"] == 0
+    assert "batch failed" in repr(job)

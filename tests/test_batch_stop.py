@@ -13,11 +13,12 @@ import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 import nbstream
-from nbstream import Client
+from nbstream import Client, Turn
 from tests.batchkit import KEY, ScriptedModel, answer, wait_until
 from tests.kernel import clean_env
 from tests.loopback import LoopbackServer
@@ -66,6 +67,15 @@ def test_stop_keeps_partial_replies_and_a_rerun_sends_the_rest(
 ) -> None:
     srv, model = hanging_srv
     client = Client(base_url=srv.base_url, api_key=KEY, model="m")
+    turns: list[Turn] = []  # every turn the batch creates, to see its partial reply
+    request = client._request
+
+    def spy(*args: Any, **kw: Any) -> Any:
+        spec, turn = request(*args, **kw)
+        turns.append(turn)
+        return spec, turn
+
+    client._request = spy  # type: ignore[method-assign]
     store = tmp_path / "stop.sqlite"
     todo = long_prompts(40)
     job = nbstream.batch(todo, client=client, concurrency=6, store=store)
@@ -74,6 +84,9 @@ def test_stop_keeps_partial_replies_and_a_rerun_sends_the_rest(
     assert wait_until(
         lambda: sum(s.stalled_at is not None for s in srv.requests) == 6, 20
     )
+    partial = [t for t in turns if t.status == "streaming"]
+    assert len(partial) == 6
+    assert wait_until(lambda: all(len(t.text) == 9 for t in partial), 10)
     hung = [s for s in srv.requests if s.stalled_at is not None]
     t_stop = time.monotonic()
     if view is not None:

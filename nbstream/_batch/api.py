@@ -129,7 +129,9 @@ def batch(
                 "params": merged,
                 "model": None if m == client.model else m,
                 "positions": [row.position],
-                "input_tokens": max(1, len(text) // 4),
+                # as the accumulator estimates: the messages' JSON and the system
+                "input_tokens": 1
+                + (len(canonical(row.messages)) + len(row.system or "")) // 4,
                 "max_tokens": limit if isinstance(limit, int) else None,
             }
         else:

@@ -32,9 +32,11 @@ from .policy import decide
 
 __all__ = ["LocalEngine"]
 
-# Send each request with the producer directly (one task per request), rather than
-# through ``AsyncStream`` (two tasks and a queue): see bench/batch.py.
-DIRECT = True
+# Send each request through ``AsyncStream`` (the handle ``achat`` uses), not the
+# producer directly: bench/batch.py measured no difference beyond noise (2.40 against
+# 2.49 ms, 2.54 against 2.51 ms a request), and whatever the client grows around its
+# streams (middleware, fallback) then applies to batch requests too.
+DIRECT = False
 
 
 def _drop(_events: object) -> None:
@@ -63,6 +65,7 @@ class _Dispatcher:
         self.inflight: set[asyncio.Task[None]] = set()
         self.started_at: dict[str, float] = {}  # key → Unix time of the first attempt
         self.wake = asyncio.Event()
+        self.bug: BaseException | None = None  # an exception out of _attempt
         self.http = self.client._http_for(self.loop)
         run.stop.on_set(self.wake.set)
 
@@ -75,6 +78,8 @@ class _Dispatcher:
                 task.cancel()
             while self.inflight:
                 await asyncio.wait(list(self.inflight))
+        if self.bug is not None:
+            raise self.bug  # the job fails, saying why
 
     # -- the dispatcher ---------------------------------------------------------------
     async def _dispatch(self) -> None:
@@ -128,6 +133,7 @@ class _Dispatcher:
         if not task.cancelled() and task.exception() is not None:
             # A bug of ours in _attempt: stop the batch rather than lose requests
             # silently; the job reports it.
+            self.bug = self.bug or task.exception()
             self.run.stop.set()
 
     # -- one attempt ------------------------------------------------------------------
