@@ -293,15 +293,15 @@ def throughput(c: Contenders, plan: Plan) -> dict[str, list[dict[str, float]]]:
 def cost_model(url: str, plan: Plan) -> dict[str, Any]:
     """CPU per request with 1-event and 50-event replies: the fixed cost of a request
     (building, sending, the pool, the turn, the store) and the cost of one event.
-    Also the batch with each request sent through ``AsyncStream`` instead of the
-    producer directly (``local.DIRECT``)."""
+    Also the batch with each request sent to the producer directly instead of
+    through ``AsyncStream`` (``local.DIRECT``)."""
     from nbstream._batch import local
 
     n = plan.requests
     ways: dict[str, Callable[[Contenders], int]] = {
         "batch": lambda c: c.batch(n),
         "achat": lambda c: c.achat(n),
-        "batch via AsyncStream": lambda c: _indirect(c, n),
+        "batch, producer directly": lambda c: _direct(c, n),
     }
     cpu: dict[str, dict[int, list[float]]] = {w: {1: [], EVENTS: []} for w in ways}
     cs = {e: Contenders(url, plan.concurrency, e) for e in (1, EVENTS)}
@@ -316,7 +316,7 @@ def cost_model(url: str, plan: Plan) -> dict[str, Any]:
     finally:
         for c in cs.values():
             c.close()
-        local.DIRECT = True
+        local.DIRECT = False
     out: dict[str, Any] = {}
     for way, by in cpu.items():
         one, many = statistics.median(by[1]), statistics.median(by[EVENTS])
@@ -329,14 +329,14 @@ def cost_model(url: str, plan: Plan) -> dict[str, Any]:
     return out
 
 
-def _indirect(c: Contenders, n: int) -> int:
+def _direct(c: Contenders, n: int) -> int:
     from nbstream._batch import local
 
-    local.DIRECT = False
+    local.DIRECT = True
     try:
         return c.batch(n)
     finally:
-        local.DIRECT = True
+        local.DIRECT = False
 
 
 # -- memory ---------------------------------------------------------------------------
