@@ -5,7 +5,10 @@ rate-limit policy (``nbstream._core.ratelimit``) before each start.
 How the retries of the two layers combine: the batch turns the client's own retries off
 for its requests (``max_retries=0`` on each request), and asks again itself. So every
 attempt goes through the rate limiter, and a 429 slows the whole batch (a pause for
-everyone, and a smaller concurrency that grows back), not just the one request.
+everyone, and a smaller concurrency that grows back), not just the one request. The
+limiter sees every answer's status and headers through a middleware the batch adds to
+each of its requests (after the client's own). A client with ``fallbacks=`` runs them
+inside one batch attempt; their requests keep their own clients' retries.
 Transient failures (429, 5xx, a dropped connection, a timeout, a reply cut short: a
 batch wants whole replies, so it is asked again from the start) are asked again up to
 ``max_retries`` times, waiting what the server asked (``retry-after``) or an
@@ -19,28 +22,39 @@ import asyncio
 import heapq
 import time
 from collections import deque
-from collections.abc import Mapping
 
 from .._core.errors import NbstreamError
 from .._core.ratelimit import RateLimiter
 from .._core.transcript import Turn
-from .._http.producer import Producer
 from .._http.retry import retry_delay
 from .._http.streams import AsyncStream
+from ..middleware import Incoming, Middleware, Outgoing
 from .engine import Outcome, OutcomeStatus, Run, Work
 from .policy import decide
 
 __all__ = ["LocalEngine"]
 
-# Send each request through ``AsyncStream`` (the handle ``achat`` uses), not the
-# producer directly: bench/batch.py measured no difference beyond noise (2.40 against
-# 2.49 ms, 2.54 against 2.51 ms a request), and whatever the client grows around its
-# streams (middleware, fallback) then applies to batch requests too.
+# Send each request through ``AsyncStream`` (the handle ``achat`` uses), not
+# ``Plan.run`` directly: bench/batch.py measured no difference beyond noise (2.40
+# against 2.49 ms, 2.54 against 2.51 ms a request), and whatever the client grows
+# around its streams then applies to batch requests too.
 DIRECT = False
 
 
 def _drop(_events: object) -> None:
     """Nobody reads a batch request's events: its turn is the result."""
+
+
+class _Observer(Middleware):
+    """Shows the rate limiter every answer's status and headers (retries included)."""
+
+    def __init__(self, limiter: RateLimiter, loop: asyncio.AbstractEventLoop) -> None:
+        self.limiter, self.loop = limiter, loop
+
+    def on_response(self, request: Outgoing, response: Incoming) -> None:
+        self.limiter.observe(
+            self.loop.time(), response.status, response.headers, time.time()
+        )
 
 
 class LocalEngine:
@@ -66,7 +80,7 @@ class _Dispatcher:
         self.started_at: dict[str, float] = {}  # key → Unix time of the first attempt
         self.wake = asyncio.Event()
         self.bug: BaseException | None = None  # an exception out of _attempt
-        self.http = self.client._http_for(self.loop)
+        self.observer = _Observer(self.limiter, self.loop)
         run.stop.on_set(self.wake.set)
 
     async def main(self) -> None:
@@ -137,8 +151,6 @@ class _Dispatcher:
             self.run.stop.set()
 
     # -- one attempt ------------------------------------------------------------------
-    def _observe(self, status: int, headers: Mapping[str, str]) -> None:
-        self.limiter.observe(self.loop.time(), status, headers, time.time())
 
     async def _attempt(
         self, work: Work, attempt: int, cost: float, sent: float
@@ -148,17 +160,18 @@ class _Dispatcher:
             self.started_at[work.key] = time.time()
             report.started(work)
         client = self.client
-        spec, turn = client._request(
+        plan, turn = client._request(
             work.messages, work.system, work.model, work.params
         )
+        spec = plan.spec
         spec.max_retries = 0  # the batch retries, through the rate limiter
-        spec.on_response = self._observe
+        spec.middleware = (*spec.middleware, self.observer)
         exc: NbstreamError | None = None
         try:
             if DIRECT:
-                await Producer(spec, turn, self.http, _drop).run()
+                await plan.run(turn, _drop, self.loop)
             else:
-                stream = AsyncStream(client, spec, turn)
+                stream = AsyncStream(client, plan, turn)
                 try:
                     await stream.wait()
                 finally:
