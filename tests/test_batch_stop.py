@@ -113,11 +113,10 @@ def test_stop_keeps_partial_replies_and_a_rerun_sends_the_rest(
     }
     assert all(rows[p][1] == answer(p) for p in todo[:20])
     assert all(rows[p][1] == "echo: " + p[:3] for p in todo[20:26])
-    # the stopped requests' connections were really closed, at once
-    assert all(
-        s.client_closed_at is not None and s.client_closed_at - t_stop < 1.0
-        for s in hung
-    )
+    # the stopped requests' connections were really closed (how soon after a Stop
+    # is test_client_stop's business; here, a loaded machine gets a few seconds)
+    assert srv.wait_for(lambda: all(s.client_closed_at is not None for s in hung), 5)
+    assert all((s.client_closed_at or 0) - t_stop < 5.0 for s in hung)
     # a rerun sends exactly what is not done (the stopped and the pending), once
     before = model.prompts_sent()
     model.plan = lambda prompt, n: None  # nothing hangs any more
