@@ -58,6 +58,8 @@ from ._http.settings import Timeouts
 from ._http.streams import AsyncStream, Stream
 
 if TYPE_CHECKING:
+    from ._batch.api import batch
+    from ._batch.job import Job
     from ._core.tools import Tool, as_tool
     from ._notebook.widget import ChatWidget
 
@@ -74,6 +76,15 @@ def __getattr__(name: str) -> Any:
         from ._core import tools
 
         return getattr(tools, name)
+    # Batch runs (sqlite3, the job machinery) load only when used.
+    if name == "batch":
+        from ._batch.api import batch
+
+        return batch
+    if name == "Job":
+        from ._batch.job import Job
+
+        return Job
     raise AttributeError(f"module 'nbstream' has no attribute {name!r}")
 
 
@@ -109,6 +120,7 @@ __all__ = [
     "EventTooLargeError",
     "Finish",
     "InternalError",
+    "Job",
     "Meta",
     "Metrics",
     "NbstreamError",
@@ -134,6 +146,7 @@ __all__ = [
     "UsageEvent",
     "__version__",
     "as_tool",
+    "batch",
     "conversation",
     "conversations",
     "load_ipython_extension",

@@ -226,6 +226,8 @@ class LoopbackServer:
         self.open_connections = 0
         self._loop = asyncio.new_event_loop()
         self._replies: list[Reply | Callable[[Seen], Reply]] = []
+        # answers every request when nothing is queued (``serve``)
+        self._default: Callable[[Seen], Reply] | None = None
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
         self.requests: list[Seen] = []
@@ -257,6 +259,22 @@ class LoopbackServer:
     def enqueue(self, *replies: Reply | Callable[[Seen], Reply]) -> None:
         with self._lock:
             self._replies.extend(replies)
+
+    def serve(self, reply: Callable[[Seen], Reply] | None) -> None:
+        """Answer every request with ``reply(seen)`` when no reply is queued (a
+        scripted model server for many requests, e.g. tests/batchkit.py)."""
+        with self._lock:
+            self._default = reply
+
+    def _next_reply(self) -> Reply | Callable[[Seen], Reply]:
+        """The queued reply, else the default one, else a 500 (call with the lock)."""
+        if self._replies:
+            return self._replies.pop(0)
+        if self._default is not None:
+            return self._default
+        return Reply.json(
+            500, {"error": {"message": "the test server has no reply queued"}}
+        )
 
     def reset(self) -> None:
         """Forget the queued replies and the requests seen (between examples)."""
@@ -310,19 +328,24 @@ class LoopbackServer:
         self._notify()
         try:
             while True:
-                seen = await self._read_request(reader)
+                try:
+                    seen = await self._read_request(reader)
+                except asyncio.CancelledError:
+                    return  # the server is closing with this connection idle
                 if seen is None:
                     return  # the client closed the connection
                 with self._lock:
                     self.requests.append(seen)
-                    spec = (
-                        self._replies.pop(0) if self._replies else Reply.json(500, {})
-                    )
+                    spec = self._next_reply()
                 self._notify()
                 reply = spec(seen) if callable(spec) else spec
-                await self._send(reply, writer, asyncio.Event(), seen)
-                seen.finished_at = time.monotonic()
-                self._notify()
+                try:
+                    await self._send(reply, writer, asyncio.Event(), seen)
+                except (ConnectionError, OSError):
+                    return  # the client went away mid-reply
+                finally:
+                    seen.finished_at = time.monotonic()
+                    self._notify()
         finally:
             writer.close()
             with self._lock:
@@ -360,13 +383,7 @@ class LoopbackServer:
         seen = Seen(method, path, headers, body, time.monotonic())
         with self._lock:
             self.requests.append(seen)
-            spec = (
-                self._replies.pop(0)
-                if self._replies
-                else Reply.json(
-                    500, {"error": {"message": "the test server has no reply queued"}}
-                )
-            )
+            spec = self._next_reply()
         self._notify()
         reply = spec(seen) if callable(spec) else spec
 

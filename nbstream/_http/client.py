@@ -24,7 +24,7 @@ from .._core.transcript import Api, Request, Turn
 from ..middleware import Middleware
 from .producer import stream_options_for
 from .replay import Recording
-from .request import RequestSpec, SealedHeaders
+from .request import ReplyCache, RequestSpec, SealedHeaders
 from .runner import Entry, Plan
 from .settings import Settings, Timeouts, resolve
 from .streams import AsyncStream, Stream, in_loop
@@ -131,6 +131,9 @@ class Client:
     Every argument left ``None`` comes from the environment (``NBSTREAM_BASE_URL``,
     ``NBSTREAM_MODEL``, ``NBSTREAM_API``, ``NBSTREAM_API_KEY``, then ``OPENAI_*`` /
     ``ANTHROPIC_API_KEY``), and with nothing set, from the local model server.
+    ``cache=PATH`` (or ``NBSTREAM_CACHE``): a request already answered in that store
+    (``nbstream.batch`` writes the same kind) is answered from it, with no request sent
+    (not a request with ``tools=``: its tools would not run).
 
     >>> client = Client(base_url="http://127.0.0.1:8000/v1", model="m")
     >>> turn = client.chat("Hello")  # doctest: +SKIP
@@ -158,6 +161,7 @@ class Client:
         recover: str | None = None,
         middleware: Sequence[Middleware] | None = None,
         prefill_params: dict[str, Any] | None = None,
+        cache: str | os.PathLike[str] | bool | None = None,
     ) -> None:
         self.settings = resolve(base_url, model, api, api_key)
         self.timeouts = Timeouts.of(timeout)
@@ -175,6 +179,22 @@ class Client:
             replay_speed = float(env.get("NBSTREAM_REPLAY_SPEED") or 1.0)
         self.replay_speed = replay_speed
         self.max_connections = max_connections
+        # The reply cache (an nbstream store): a request found there is answered from
+        # it, marked turn.extra["cached"]; complete replies are added to it. None:
+        # NBSTREAM_CACHE if set; False: none.
+        if cache is None:
+            cache = env.get("NBSTREAM_CACHE") or None
+        if cache is True:
+            raise ConfigurationError(
+                "Client(cache=True): give the path of the cache file, e.g. "
+                "cache='nbstream-cache.sqlite' (or cache=False for none)."
+            )
+        self.cache = os.fspath(cache) if cache else None
+        self._cache: ReplyCache | None = None
+        if self.cache is not None:
+            from .._batch.cache import StoreCache  # sqlite3 loads only when used
+
+            self._cache = StoreCache(self.cache)
         key = self.settings.api_key
         secrets = [key.get()] if key else []
         for name, value in self._extra_headers.items():
@@ -268,6 +288,7 @@ class Client:
             scrubber=self._scrubber,
             stream_options=stream_options_for(s.base_url),
             middleware=self.middleware,
+            cache=self._cache,
             tools=tuple(tools),
             tool_choice=tool_choice,
             _headers=headers,

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
+from .._core.events import Event
 from .._core.providers import Provider
 from .._core.secrets import Scrubber
-from .._core.transcript import Api
+from .._core.transcript import Api, Turn
 from .settings import Settings, Timeouts
 
 if TYPE_CHECKING:
@@ -22,6 +23,7 @@ __all__ = [
     "ERROR_BODY_LIMIT",
     "MAX_RETRY_WAIT",
     "RETRY_STATUSES",
+    "ReplyCache",
     "RequestSpec",
     "SealedHeaders",
 ]
@@ -37,6 +39,19 @@ class SealedHeaders(dict[str, str]):
 
     def __repr__(self) -> str:
         return "SealedHeaders(" + ", ".join(sorted(self)) + ")"
+
+
+class ReplyCache(Protocol):
+    """Answers a request from stored replies (``Client(cache=...)``;
+    ``nbstream._batch.cache``)."""
+
+    def answer(self, spec: RequestSpec, turn: Turn) -> list[Event] | None:
+        """Fill ``turn`` from a stored reply and return its events, or None."""
+        ...
+
+    def keep(self, spec: RequestSpec, turn: Turn) -> None:
+        """A reply ended without an error: store it if it is worth keeping."""
+        ...
 
 
 @dataclass(eq=False, repr=False)
@@ -59,6 +74,8 @@ class RequestSpec:
     middleware: tuple[Middleware, ...] = ()
     tools: tuple[dict[str, Any], ...] = ()  # neutral descriptions of the tools offered
     tool_choice: str | None = None
+    # The reply cache (None: none): asked before anything is sent (``Plan.run``).
+    cache: ReplyCache | None = None
     _headers: dict[str, str] = field(default_factory=dict)
     _key_headers: dict[str, str] = field(default_factory=dict)
 

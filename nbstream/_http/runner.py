@@ -88,7 +88,16 @@ class Plan:
         self, turn: Turn, emit: Emit, loop: asyncio.AbstractEventLoop
     ) -> Turn:
         if self.tools is None:
-            return await self.once(turn, emit, loop)
+            cache = self.spec.cache  # (a tool loop is not cached: its tools must run)
+            if cache is not None:
+                events = cache.answer(self.spec, turn)
+                if events is not None:  # answered from the store: nothing is sent
+                    emit(events)
+                    return turn
+            turn = await self.once(turn, emit, loop)
+            if cache is not None:
+                cache.keep(self.spec, turn)
+            return turn
         from .toolloop import ToolLoop
 
         try:

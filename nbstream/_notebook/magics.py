@@ -70,6 +70,7 @@ __all__ = [
 
 Mode = Literal["interactive", "batch", "terminal"]
 MAX_CLIENTS = 8  # clients (connection pools) kept for recently used settings
+DEFAULT_CACHE = "nbstream-cache.sqlite"  # %chat cache on, with no path and no env
 _ENV = ("NBSTREAM_", "OPENAI_", "ANTHROPIC_", "XDG_CACHE_HOME")
 
 
@@ -151,6 +152,11 @@ class ChatMagics(Magics):
         help="Show images in replies. Off: an image is a link to click (a remote image "
         "loads without a click, so a prompt-injected reply could send data out in its "
         "URL). Only http(s) images load even when on.",
+    ).tag(config=True)
+    cache = Unicode(
+        None,
+        allow_none=True,
+        help="Path of the reply cache (an nbstream store, SQLite): a %%chat cell whose request is in it answers from it at once, marked cached. Default: NBSTREAM_CACHE; %chat cache on|off.",
     ).tag(config=True)
 
     def __init__(self, shell: InteractiveShell | None = None, **kw: Any) -> None:
@@ -244,12 +250,16 @@ class ChatMagics(Magics):
         help="history | clear | config | stop | list | help",
     )
     @argument(
-        "name", nargs="?", default=None, help="Conversation name (history, clear)."
+        "name",
+        nargs="?",
+        default=None,
+        help="Conversation name (history, clear); on or off (cache).",
     )
+    @argument("path", nargs="?", default=None, help="cache on: the cache file.")
     @line_magic("chat")  # type: ignore[arg-type]  # IPython types the name oddly
     def chat_line(self, line: str) -> None:
         """``%chat history [NAME]`` · ``%chat clear [NAME]`` · ``%chat config`` ·
-        ``%chat stop`` · ``%chat list``"""
+        ``%chat stop`` · ``%chat list`` · ``%chat cache on [PATH]|off``"""
         args = _parse(self.chat_line, line)
         action = args.action
         if action == "history":
@@ -272,10 +282,41 @@ class ChatMagics(Magics):
         elif action == "list":
             for name, conv in registry.conversations().items():
                 print(f"{name}: {conv.transcript!r}")
+        elif action == "cache":
+            print(self.cache_action(args.name, args.path))
         elif action == "help":
             print(_HELP)
         else:
             raise UsageError(f"%chat {action!r} is not an action. {_HELP}")
+
+    def cache_action(self, switch: str | None, path: str | None) -> str:
+        """``%chat cache on [PATH]`` / ``off`` / (nothing: say which cache is used)."""
+        if switch == "on":
+            self.cache = path or os.environ.get("NBSTREAM_CACHE") or DEFAULT_CACHE
+        elif switch == "off":
+            self.cache = ""  # off, even when NBSTREAM_CACHE is set
+        elif switch is not None:
+            raise UsageError(
+                f"%chat cache {switch!r}: use `%chat cache on [PATH]` or "
+                "`%chat cache off`."
+            )
+        where = self.cache_path()
+        if where is None:
+            return "The reply cache is off."
+        try:
+            self.client_for(self.options(""))  # opens (and checks) the file now
+        except UsageError as exc:
+            self.cache = ""
+            raise UsageError(f"The reply cache cannot be used: {exc}") from None
+        return (
+            f"The reply cache is on: {where}. A %%chat cell already answered there "
+            "is answered from it at once, marked cached."
+        )
+
+    def cache_path(self) -> str | None:
+        if self.cache is not None:
+            return self.cache or None
+        return os.environ.get("NBSTREAM_CACHE") or None
 
     # -- preparing a request ------------------------------------------------------------
     def options(self, line: str) -> _Options:
@@ -404,6 +445,7 @@ class ChatMagics(Magics):
         env = hash(
             tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith(_ENV)))
         )
+        cache = self.cache_path()
         key = (
             base_url,
             model,
@@ -413,6 +455,7 @@ class ChatMagics(Magics):
             timeout,
             opts.record,
             opts.replay,
+            cache,
             env,
         )
         client = self._clients.get(key)
@@ -431,6 +474,7 @@ class ChatMagics(Magics):
                     replay=opts.replay,
                     fallbacks=fallbacks,
                     recover=recover,
+                    cache=cache or False,
                 )
             except (ConfigurationError, ReplayError) as exc:
                 raise UsageError(str(exc)) from None
@@ -593,6 +637,7 @@ class ChatMagics(Magics):
             f"  api key   {key_where}",
             f"  system    {self.system!r}",
             f"  temperature {self.temperature}, max_tokens {self.max_tokens}, timeout {self.timeout}, background {self.background}",
+            f"  cache     {client.cache or 'off'}",
         ]
         if env.base_url != s.base_url:
             lines.append(f"  (the environment alone would give {env.base_url})")
@@ -773,6 +818,7 @@ _HELP = """\
   --tools f,g (functions the model may call)  --approve (ask first)  --max-steps N
   --tool-choice auto|required|none|NAME
 %chat history [NAME] | clear [NAME] | config | stop | list | help
+%chat cache on [PATH] | off   answer cells already asked from a store (marked cached)
 nbstream.conversation(NAME).transcript holds every turn (to_pandas(), save(), …)."""
 
 

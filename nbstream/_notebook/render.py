@@ -93,6 +93,7 @@ def readout(turn: Turn) -> dict[str, Any]:
         "finish_reason": turn.finish_reason,
         "cost_usd": None,
         "cost_estimated": False,
+        "cached": bool(turn.extra.get("cached")),  # answered from the reply cache
         **_models(turn),
     }
     if not streaming:
@@ -124,6 +125,13 @@ def readout_text(r: dict[str, Any]) -> str:
     ``~`` marks a count (or a cost) that rests on nbstream's estimate; a finished reply
     whose cost is not known says ``cost unknown``. js/src/readout.js is its twin."""
     parts = [str(r.get("status") or "")]
+    if r.get("cached"):  # nothing was sent: no timings to show
+        parts[0] += " (cached)"
+        r = {
+            k: v
+            for k, v in r.items()
+            if k not in ("ttft_s", "tokens_per_s", "elapsed_s")
+        }
     if r.get("models"):
         parts.append(" → ".join(str(m) for m in r["models"]))
     if r.get("ttft_s") is not None:
