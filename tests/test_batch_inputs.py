@@ -219,7 +219,8 @@ def test_in_a_terminal_a_progress_bar_goes_to_stderr(
 @pytest.mark.parametrize(
     ("kw", "message"),
     [
-        ({"engine": "ray"}, "engine='ray' is not available in this version"),
+        ({"ray_address": "auto"}, "batch(ray_address=...) is for engine='ray', not"),
+        ({"engine": "local", "poll_interval": 5}, "is for engine='openai-batch' or"),
         ({"engine": "openai-batch"}, "engine='openai-batch' is not available"),
         ({"engine": "spark"}, "engine='spark' is not an engine"),
         ({"on_error": "ignore"}, "use 'continue'"),
