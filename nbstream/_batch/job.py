@@ -392,8 +392,8 @@ class Job:
     def to_pandas(self) -> pandas.DataFrame:
         """One row per input row: the input's columns, then ``text``,
         ``finish_reason``, ``status`` (done, failed, cancelled, invalid, pending),
-        ``input_tokens``, ``output_tokens``, ``latency_s``, ``ttft_s``, ``attempts``
-        and ``error``. A result column whose name an input column has is suffixed
+        ``input_tokens``, ``output_tokens``, ``cost_usd`` (``turn.cost``),
+        ``latency_s``, ``ttft_s``, ``attempts`` and ``error``. A result column whose name an input column has is suffixed
         ``_reply``. A DataFrame input keeps its index."""
         self._flush()
         return results.to_pandas(self._store, self._frame)
