@@ -221,7 +221,8 @@ def test_in_a_terminal_a_progress_bar_goes_to_stderr(
     [
         ({"ray_address": "auto"}, "batch(ray_address=...) is for engine='ray', not"),
         ({"engine": "local", "poll_interval": 5}, "is for engine='openai-batch' or"),
-        ({"engine": "openai-batch"}, "engine='openai-batch' is not available"),
+        ({"engine": "anthropic-batch"}, "this client speaks 'openai': use engine="),
+        ({"engine": "openai-batch", "poll_interval": 0}, "poll_interval=0"),
         ({"engine": "spark"}, "engine='spark' is not an engine"),
         ({"on_error": "ignore"}, "use 'continue'"),
         ({"concurrency": 0}, "concurrency=0"),

@@ -38,8 +38,9 @@ workers) and ``note() -> str | None`` (a few words for the progress view, e.g. t
 provider's own counts while its batch runs).
 
 Engines: ``local`` (``local.py``: asyncio on ``Client``, rate limits, retries),
-``ray`` (``rayengine.py``: the same dispatcher, each attempt sent by a Ray actor).
-``openai-batch`` and ``anthropic-batch`` are refused until they exist.
+``ray`` (``rayengine.py``: the same dispatcher, each attempt sent by a Ray actor),
+``openai-batch`` and ``anthropic-batch`` (``provider.py`` with ``openai_batch.py`` /
+``anthropic_batch.py``: the providers' batch APIs, submitted, polled and collected).
 """
 
 from __future__ import annotations
@@ -235,10 +236,12 @@ def engine_for(
 
         return RayEngine(ray_address, ray_workers)
     if name in ("openai-batch", "anthropic-batch"):
-        raise ConfigurationError(
-            f"engine={name!r} is not available in this version of nbstream yet. Use "
-            "engine='local' or engine='ray'."
-        )
+        from .anthropic_batch import AnthropicBatch
+        from .openai_batch import OpenAIBatch
+        from .provider import ProviderBatchEngine
+
+        api = OpenAIBatch() if name == "openai-batch" else AnthropicBatch()
+        return ProviderBatchEngine(api, poll_interval)
     from .local import LocalEngine
 
     return LocalEngine()
