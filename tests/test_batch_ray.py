@@ -66,6 +66,7 @@ class PidModel(ScriptedModel):
     def __init__(self, *a: Any, **kw: Any) -> None:
         super().__init__(*a, **kw)
         self.pids: list[int] = []
+        self.server_port = 0  # set once served
         self._by_port: dict[int, int] = {}
 
     def __call__(self, seen: Seen) -> Reply:
@@ -73,8 +74,15 @@ class PidModel(ScriptedModel):
         port = seen.peer[1]
         pid = self._by_port.get(port)
         if pid is None:
+            # the client's end: from its port to the server's (a local port can
+            # serve connections to other places at the same time)
             for c in psutil.net_connections(kind="tcp"):
-                if c.laddr and c.laddr.port == port and c.pid:
+                if (
+                    c.pid
+                    and c.laddr
+                    and c.raddr
+                    and (c.laddr.port, c.raddr.port) == (port, self.server_port)
+                ):
                     pid = self._by_port[port] = c.pid
                     break
         with self.lock:
@@ -94,6 +102,7 @@ def test_a_batch_runs_on_ray_workers_and_streams_back(
     prompts = [f"q{i}" for i in range(n)]
     with LoopbackServer(keep_alive=True) as srv:
         model = PidModel(delay=0.02)
+        model.server_port = srv.port
         srv.serve(model)
         job = nbstream.batch(
             prompts,
@@ -115,7 +124,7 @@ def test_a_batch_runs_on_ray_workers_and_streams_back(
     details = job.status()
     workers = {w["pid"] for w in details["workers"]}
     assert len(workers) == 2 and os.getpid() not in workers
-    assert set(model.pids) == workers
+    assert set(model.pids) == workers  # each request's sender: a worker
     # the workers run this nbstream (the work tree under test)
     assert {w["file"] for w in details["workers"]} == {
         str(ROOT / "nbstream" / "__init__.py")
@@ -150,6 +159,7 @@ def test_stop_keeps_partial_replies_and_a_rerun_sends_the_rest(
     # one connection per request: the server sees each one the worker closes
     with LoopbackServer() as srv:
         model = PidModel(_hang_from(8))
+        model.server_port = srv.port
         srv.serve(model)
         client = client_for(srv)
         job = nbstream.batch(
@@ -185,7 +195,9 @@ def test_stop_keeps_partial_replies_and_a_rerun_sends_the_rest(
         sent = model.prompts_sent() - before
     assert set(sent) == set(todo[8:]) and set(sent.values()) == {1}
     assert again.counts["done"] == 16 and again.reused == 8
-    assert os.getpid() not in model.pids
+    assert os.getpid() not in model.pids and -1 not in model.pids
+    # the rerun took the actors the first job left (they take seconds to start)
+    assert again.status()["workers"] == job.status()["workers"]
 
 
 def test_the_rate_limit_holds_across_workers(

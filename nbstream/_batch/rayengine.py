@@ -25,7 +25,8 @@ them (Linux's parent-death signal is per thread), so not a short-lived one.
 
 **Workers**: ``ray_workers=`` actors (default: one per CPU of the cluster, at most one
 per 8 requests of ``concurrency``), spread over the nodes, each sending up to its
-share of ``concurrency`` at once on its own event loop. They need nbstream (the same
+share of ``concurrency`` at once on its own event loop (the least busy one gets the
+next attempt). They need nbstream (the same
 version) installed where they run. Each holds a client built from the job client's
 settings: base URL, model, API, timeouts, headers, and the key, which travels only in
 Ray's object store (``rayworker.Credentials``). A client's middleware, fallbacks and
@@ -33,18 +34,24 @@ reply cache stay here: such a client is refused (use ``engine="local"``).
 
 **Stop**: each request in flight is stopped in its actor (``Worker.stop``), which
 closes its connection and returns the partial reply: stored as ``cancelled``, as the
-local engine does. The actors are then ended.
+local engine does.
+
+**After the job** the actors are ended with the instance nbstream started; on an
+instance that stays up they wait ``_Pool.IDLE_S`` (2 minutes) for the next job with
+the same settings, key and worker count, then end: an actor takes seconds to start.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import math
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from .._core.errors import ConfigurationError, NbstreamError
 from .._core.transcript import ErrorInfo, Turn
@@ -59,9 +66,8 @@ __all__ = ["RayEngine"]
 
 STOP_WAIT_S = 10.0  # for a stopped request's partial reply from its actor
 START_TIMEOUT_S = 300.0  # for the actors to start (a busy cluster may queue them)
-PER_WORKER = (
-    8  # requests of ``concurrency`` per worker at least, when choosing how many
-)
+PER_WORKER = 8  # requests of ``concurrency`` a worker at least, choosing how many
+MAX_CONCURRENCY = 1000  # calls an actor runs at once (its share, + stop and close)
 
 _executor: ThreadPoolExecutor | None = None
 
@@ -136,15 +142,16 @@ class RayEngine:
                 return
             settings, credentials = Settings.of(run.client)
             count = self.workers or _workers(run.options.concurrency)
-            share = math.ceil(run.options.concurrency / count)
             pool = await loop.run_in_executor(
-                thread, _Pool.start, settings, credentials, count, share
+                thread, _Pool.get, settings, credentials, count
             )
             self._state["workers"] = pool.infos
             try:
                 await _RayDispatcher(run, pool).main()
             finally:
-                await loop.run_in_executor(thread, pool.close)
+                # kept a while for the next job on this instance; ended with it
+                end = pool.close if started else pool.park
+                await loop.run_in_executor(thread, end)
         finally:
             if started:
                 await loop.run_in_executor(thread, _disconnect)
@@ -174,16 +181,72 @@ def _workers(concurrency: int) -> int:
 
 
 class _Pool:
-    """The actors of one job; ``load`` counts each one's requests in flight."""
+    """The actors of a job; ``load`` counts each one's requests in flight.
 
-    def __init__(self, actors: list[Any], infos: list[dict[str, Any]]) -> None:
+    Starting actors takes seconds (a new worker process each). So when a job ends on
+    an instance nbstream did not start, its actors are parked for ``IDLE_S`` seconds,
+    and the next job with the same settings, key and workers takes them; else they
+    are ended. (They also end with this process: they are not detached.)
+    """
+
+    IDLE_S = 120.0
+    _parked: ClassVar[dict[tuple[Any, ...], tuple[_Pool, threading.Timer]]] = {}
+    _lock = threading.Lock()
+
+    def __init__(
+        self, actors: list[Any], infos: list[dict[str, Any]], ident: tuple[Any, ...]
+    ) -> None:
         self.actors = actors
         self.infos = infos
+        self.ident = ident
         self.load = [0] * len(actors)
 
     @classmethod
+    def get(cls, settings: Settings, credentials: Credentials, count: int) -> _Pool:
+        """A parked pool for the same job, if its actors still answer; else new."""
+        ray = _import_ray()
+        secret = hashlib.sha256(repr(credentials.__getstate__()).encode()).hexdigest()
+        address = ray.get_runtime_context().gcs_address
+        ident = (address, repr(settings), secret, count)
+        with cls._lock:
+            parked = cls._parked.pop(ident, None)
+        if parked is not None:
+            pool, timer = parked
+            timer.cancel()
+            try:
+                ray.get([a.hello.remote() for a in pool.actors], timeout=30)
+                return pool
+            except Exception:
+                pool.close()
+        return cls.start(settings, credentials, count, ident)
+
+    def park(self) -> None:
+        timer = threading.Timer(self.IDLE_S, self._expire)
+        timer.daemon = True
+        with self._lock:
+            old = self._parked.pop(self.ident, None)
+            self._parked[self.ident] = (self, timer)
+        if old is not None:
+            old[1].cancel()
+            old[0].close()
+        timer.start()
+
+    def _expire(self) -> None:
+        with self._lock:
+            mine = self._parked.get(self.ident, (None,))[0] is self
+            if mine:
+                del self._parked[self.ident]
+        if mine:
+            with contextlib.suppress(RuntimeError):  # the process is exiting
+                _ray_thread().submit(self.close)
+
+    @classmethod
     def start(
-        cls, settings: Settings, credentials: Credentials, count: int, share: int
+        cls,
+        settings: Settings,
+        credentials: Credentials,
+        count: int,
+        ident: tuple[Any, ...],
     ) -> _Pool:
         ray = _import_ray()
         import nbstream
@@ -191,10 +254,12 @@ class _Pool:
         remote = ray.remote(Worker)
         sealed = ray.put(credentials)  # the key goes by reference, in the object store
         actors = [
+            # Ray's default for actors: a CPU to be placed, none held while they
+            # run, so parked ones keep nothing from other work
+            # The driver keeps each to its share of ``concurrency``: the actor's own
+            # cap (Ray's default for async actors) only has to be above any share.
             remote.options(
-                max_concurrency=share + 8,  # + stop() and close() while busy
-                num_cpus=1,
-                scheduling_strategy="SPREAD",
+                max_concurrency=MAX_CONCURRENCY, scheduling_strategy="SPREAD"
             ).remote(settings, sealed)
             for _ in range(count)
         ]
@@ -210,7 +275,7 @@ class _Pool:
             raise ConfigurationError(
                 f"engine='ray': the {count} Ray workers did not start "
                 f"({type(exc).__name__}). Is nbstream installed where Ray runs its "
-                "workers, and does the cluster have a free CPU for each? "
+                "workers, and does the cluster have a free CPU to place them? "
                 "ray_workers= sets how many."
             ) from None
         wrong = {i["version"] for i in infos} - {nbstream.__version__}
@@ -222,7 +287,7 @@ class _Pool:
                 f"this process {nbstream.__version__}. Install the same version on "
                 "the cluster (or pass runtime_env to your ray.init)."
             )
-        return cls(actors, infos)
+        return cls(actors, infos, ident)
 
     def pick(self) -> int:
         load = self.load
@@ -230,6 +295,8 @@ class _Pool:
 
     def close(self) -> None:
         ray = _import_ray()
+        if not ray.is_initialized():
+            return  # gone with the instance
         with contextlib.suppress(Exception):
             ray.get([a.close.remote() for a in self.actors], timeout=10)
         for a in self.actors:
