@@ -23,6 +23,7 @@ import pytest
 
 import nbstream
 from nbstream import Client
+from nbstream._batch.openai_batch import OpenAIBatch
 from nbstream._batch.progress import line
 from nbstream._batch.provider import custom_id_for
 from tests.batchapis import BatchAPIs
@@ -370,3 +371,31 @@ def test_custom_ids_fit_the_providers_limits() -> None:
         cid = custom_id_for(odd)
         assert CUSTOM_ID.fullmatch(cid) and cid == custom_id_for(odd)
     assert custom_id_for("x" * 65) != custom_id_for("x" * 66)
+
+
+def test_one_batch_per_model_and_within_the_providers_limits(
+    apis: tuple[LoopbackServer, BatchAPIs],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    srv, emu = apis
+    monkeypatch.setattr(OpenAIBatch, "max_requests", 3)  # 50,000 for OpenAI
+    rows = [
+        {"prompt": f"q{i}", "params": {"model": "gpt-4.1-mini"}}
+        if i % 3 == 0
+        else f"q{i}"
+        for i in range(8)
+    ]
+    job = nbstream.batch(
+        [r if isinstance(r, dict) else {"prompt": r} for r in rows],
+        client=client_for(srv),
+        engine="openai-batch",
+        poll_interval=0.02,
+        store=tmp_path / "split.sqlite",
+    ).wait(timeout=60)
+    assert job.counts["done"] == 8
+    models = [{r["body"]["model"] for r in b.requests} for b in emu.batches.values()]
+    sizes = sorted(len(b.requests) for b in emu.batches.values())
+    assert all(len(m) == 1 for m in models)  # one model a batch
+    assert sizes == [2, 3, 3] and emu.submissions == 3  # 3 + 2 of one, 3 of the other
+    assert len(meta(tmp_path / "split.sqlite", "engine.openai-batch")["batches"]) == 3

@@ -3,7 +3,8 @@ own batch API (half the price, done within a day) instead of one request at a ti
 What differs between the two APIs is in ``openai_batch.py`` / ``anthropic_batch.py``
 (a ``BatchAPI``); this module is the engine both share:
 
-1. **Submit** the requests still missing, each with ``custom_id`` = its request key
+1. **Submit** the requests still missing (one batch per model, within the
+   provider's limits of requests and bytes), each with ``custom_id`` = its request key
    (``custom_id``: the key when it fits the providers' limits, 1-64 characters of
    ``[A-Za-z0-9_-]``, which a SHA-256 in hex does; else ``k`` + 63 hex digits of the
    key's hash), the body being what the streaming engine sends without ``stream`` /
@@ -209,22 +210,24 @@ class ProviderBatchEngine:
         submitted: dict[str, float],
     ) -> dict[str, list[Work]]:
         api = self.api
-        chunks: list[list[tuple[Work, bytes]]] = [[]]
-        size = 0
+        # one batch per model (OpenAI takes one model a file) and size limit
+        chunks: list[list[tuple[Work, bytes]]] = []
+        last: dict[str, tuple[list[tuple[Work, bytes]], int]] = {}
         for w in todo:
             plan, _turn = run.client._request(w.messages, w.system, w.model, w.params)
             body = plan.spec.body()
             body.pop("stream", None)
             body.pop("stream_options", None)
             entry = api.entry(custom_id_for(w.key), body)
-            if chunks[-1] and (
-                len(chunks[-1]) >= api.max_requests
-                or size + len(entry) + 1 > api.max_bytes
+            model = str(body.get("model"))
+            chunk, size = last.get(model, ([], 0))
+            if not chunk or (
+                len(chunk) >= api.max_requests or size + len(entry) + 1 > api.max_bytes
             ):
-                chunks.append([])
-                size = 0
-            chunks[-1].append((w, entry))
-            size += len(entry) + 1
+                chunk, size = [], 0
+                chunks.append(chunk)
+            chunk.append((w, entry))
+            last[model] = (chunk, size + len(entry) + 1)
         out: dict[str, list[Work]] = {}
         for chunk in chunks:
             if run.stop.is_set():
