@@ -23,9 +23,9 @@ import pytest
 
 import nbstream
 from nbstream import Client
+from nbstream._batch.batchapi import custom_id_for
 from nbstream._batch.openai_batch import OpenAIBatch
 from nbstream._batch.progress import line
-from nbstream._batch.provider import custom_id_for
 from tests.batchapis import BatchAPIs
 from tests.batchkit import KEY, answer, any_slice_of, wait_until
 from tests.kernel import clean_env

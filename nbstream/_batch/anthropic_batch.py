@@ -28,7 +28,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from .._core.errors import APIError
-from .provider import Line, Poll
+from .batchapi import Line, Poll
 from .rest import Rest, same_origin
 
 __all__ = ["ERROR_STATUS", "AnthropicBatch"]

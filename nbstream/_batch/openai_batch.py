@@ -27,7 +27,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from .._core.errors import APIError
-from .provider import Line, Poll
+from .batchapi import Line, Poll
 from .rest import Rest
 
 __all__ = ["ENDPOINT", "OpenAIBatch"]

@@ -36,18 +36,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import json
-import re
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any
 
 from .._core.errors import ConfigurationError, NbstreamError
 from .._core.pipeline import Pipeline
 from .._core.providers import provider_for
 from .._core.transcript import ErrorInfo, Turn
+from .batchapi import BatchAPI, Line, Poll, custom_id_for
 from .engine import Outcome, Run, Work
 from .policy import FINAL_STATUSES
 from .rest import Rest
@@ -55,66 +52,12 @@ from .rest import Rest
 if TYPE_CHECKING:
     from .._http.client import Client
 
-__all__ = ["BatchAPI", "Line", "Poll", "ProviderBatchEngine", "custom_id_for"]
+__all__ = ["ProviderBatchEngine", "custom_id_for"]
 
 DEFAULT_POLL_S = 30.0
 CANCEL_WAIT_S = 120.0  # after Stop, for the provider to finish cancelling
 MAX_POLL_FAILURES = 8  # polls in a row that fail (network, 5xx) before the job fails
 YIELD_EVERY = 200  # result lines handled between two passes through the event loop
-
-_CUSTOM_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
-
-
-def custom_id_for(key: str) -> str:
-    """The request key as a ``custom_id`` both providers take."""
-    if _CUSTOM_ID.fullmatch(key):
-        return key
-    return "k" + hashlib.sha256(key.encode()).hexdigest()[:63]
-
-
-@dataclass(frozen=True)
-class Poll:
-    """What the provider says about one batch."""
-
-    status: str  # the provider's own word
-    terminal: bool
-    counts: dict[str, int]
-    raw: dict[str, Any] = field(repr=False)
-
-
-@dataclass(frozen=True)
-class Line:
-    """One request's result, as the provider gave it."""
-
-    custom_id: str
-    kind: Literal["done", "failed", "expired", "cancelled", "missing"]
-    body: Any = None  # done: the whole answer (a chat completion, a Message)
-    status_code: int | None = None
-    message: str | None = None
-    code: str | None = None
-
-
-class BatchAPI(Protocol):
-    name: str  # the engine's name
-    label: str  # for people: "OpenAI batch"
-    api: str  # the wire format of the requests
-    max_requests: int
-    max_bytes: int
-
-    def entry(self, custom_id: str, body: dict[str, Any]) -> bytes: ...
-
-    async def submit(self, rest: Rest, entries: list[bytes]) -> str: ...
-
-    async def retrieve(self, rest: Rest, batch_id: str) -> Poll: ...
-
-    async def cancel(self, rest: Rest, batch_id: str) -> None: ...
-
-    async def results(
-        self, rest: Rest, batch_id: str, poll: Poll, ids: list[str]
-    ) -> Iterator[Line]:
-        """Every result line; for requests the files leave out, a ``missing``
-        line or what the batch's end says about them (``ids``: its custom ids)."""
-        ...
 
 
 class ProviderBatchEngine:
@@ -149,9 +92,10 @@ class ProviderBatchEngine:
             )
 
     def status(self) -> dict[str, Any]:
+        polls = list(self.polls.items())  # (read from any thread: a copy at once)
         batches = [
             {"id": bid, "status": p.status, "request_counts": dict(p.counts)}
-            for bid, p in self.polls.items()
+            for bid, p in polls
         ]
         out: dict[str, Any] = {"batches": batches}
         if batches:
@@ -160,9 +104,10 @@ class ProviderBatchEngine:
         return out
 
     def note(self) -> str | None:
-        if not self.polls:
+        polls = list(self.polls.items())
+        if not polls:
             return None
-        bid, p = next(reversed(self.polls.items()))
+        bid, p = polls[-1]
         counts = ", ".join(f"{v:,} {k}" for k, v in p.counts.items() if v)
         return f"{self.api.label} {bid}: {p.status}" + (
             f" ({counts})" if counts else ""
