@@ -10,6 +10,7 @@ import {
 import { subscribe, syncMessages } from "./model_events.js";
 import { readoutText } from "./readout.js";
 import { makeScheduler, TextStream } from "./text_stream.js";
+import { thumbnails } from "./thumbnails.js";
 import { Segments, ToolState } from "./tool_blocks.js";
 import "./chat.css";
 
@@ -131,6 +132,8 @@ function render({ model, el }) {
     const allowImages = !!model.get("allow_images");
     if (msg.role === "user") {
       n.body.textContent = text; // the user's own words, as typed
+      const thumbs = thumbnails(msg.images); // and the images sent with them
+      if (thumbs) n.body.append(thumbs);
     } else {
       if (blocks && blocks.length) {
         fillWithTools(n, text, blocks, streaming, allowImages);

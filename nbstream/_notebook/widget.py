@@ -29,6 +29,7 @@ import anywidget
 import traitlets
 
 from .._core.errors import NbstreamError
+from .._core.messages import text_of
 from .._core.reply import ToolCall
 from .._core.transcript import Transcript, Turn
 from .._http.client import Client
@@ -37,6 +38,7 @@ from .._http.streams import AsyncStream
 from .._http.tooloptions import tool_options
 from .coalesce import Coalescer
 from .render import readout
+from .sent import sent_images
 from .toolblocks import Approvals, ToolFeed, loop_view
 from .view import LiveText, static_asset
 
@@ -64,12 +66,15 @@ def _message(turn: Turn) -> dict[str, Any]:
 
 def _user_message(turn: Turn) -> dict[str, Any]:
     content = turn.request.messages[-1].get("content") if turn.request.messages else ""
-    return {
+    msg: dict[str, Any] = {
         "id": f"{turn.id}-user",
         "role": "user",
-        "text": str(content),
+        "text": str(content) if not isinstance(content, list) else text_of(content),
         "turn": turn.id,
     }
+    if images := sent_images(content):  # thumbnails made here, from the data sent
+        msg["images"] = images
+    return msg
 
 
 class ChatWidget(anywidget.AnyWidget):
@@ -177,8 +182,11 @@ class ChatWidget(anywidget.AnyWidget):
         return self.conversation.transcript
 
     # -- from Python ----------------------------------------------------------------
-    def send(self, text: str, **params: Any) -> asyncio.Task[Turn | None]:
-        """Ask ``text``; the reply streams into the panel. Returns the task (await it
+    def send(
+        self, text: str | Sequence[Any], **params: Any
+    ) -> asyncio.Task[Turn | None]:
+        """Ask ``text`` (or text and objects, ``["Describe", fig, df]``, as ``chat``
+        takes them); the reply streams into the panel. Returns the task (await it
         for the finished ``Turn``). Cancelling the task, at any moment, stops the reply
         as ``stop()`` does (the turn is kept, ``cancelled``) and then lets the
         cancellation through: awaiting it raises ``CancelledError``. Raises if a reply
@@ -187,7 +195,7 @@ class ChatWidget(anywidget.AnyWidget):
             raise RuntimeError(
                 "A reply is still streaming: wait for it, or call chat.stop() first."
             )
-        if not text.strip():
+        if not (text.strip() if isinstance(text, str) else len(text)):
             raise ValueError("Nothing to send: the message is empty.")
         try:
             loop = asyncio.get_running_loop()
@@ -221,7 +229,7 @@ class ChatWidget(anywidget.AnyWidget):
         for turn in reversed(self.transcript.turns):
             if turn.request.messages:
                 content = turn.request.messages[-1].get("content")
-                if isinstance(content, str):
+                if isinstance(content, str | list):  # text, or its parts as sent
                     return self.send(content)
         return None
 
