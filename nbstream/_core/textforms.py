@@ -21,7 +21,7 @@ from typing import Any
 __all__ = ["CHARS_PER_TOKEN", "cut", "text_form"]
 
 CHARS_PER_TOKEN = 4  # how the engine estimates tokens from characters (accumulate.py)
-HEAD_ROWS = (5, 3)
+HEAD_ROWS = (50, 20, 10, 5, 3)  # the most first rows that fit, down to 3
 MAX_COLUMNS = 20  # at most this many columns in the rows and the summary
 MAX_SCHEMA = 200  # at most this many columns listed with their dtype
 CELL = 40  # characters of one table cell
@@ -160,8 +160,9 @@ def _frame(df: Any, chars: int, title: str, *, series: bool = False) -> str:
 
     most_cols = min(ncols, MAX_COLUMNS)
     most_schema = min(ncols, MAX_SCHEMA)
+    row_counts = sorted({min(r, nrows) for r in HEAD_ROWS}, reverse=True)
     for c in _halvings(most_cols) if most_cols else [0]:
-        for r in HEAD_ROWS:
+        for r in row_counts:
             text = build(most_schema, r, c, True)
             if len(text) <= chars:
                 return text
