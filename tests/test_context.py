@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import base64
 import io
-import os
 import re
 import struct
 import zlib
@@ -16,6 +15,8 @@ import matplotlib
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from nbstream import (
@@ -28,7 +29,7 @@ from nbstream import (
 )
 from nbstream._core.context import Named, allocate, as_messages
 from nbstream._core.images import png_encode, sniff
-from tests.clientkit import MODES, chat, client_for
+from tests.clientkit import MODES, chat, client_for, collect
 from tests.loopback import LoopbackServer, Reply, anthropic_chunks, openai_chunks
 
 matplotlib.use("agg")
@@ -87,10 +88,11 @@ def figure(w: float = 4, h: float = 3, dpi: float = 50) -> Any:
 
 
 def png_bytes(w: int, h: int, noise: bool = False) -> bytes:
-    px = os.urandom(w * h * 4) if noise else b"\x20\x40\x60\xff" * (w * h)
-    if noise:  # opaque, so the PNG is RGB noise: it does not compress
-        px = bytes(b if i % 4 != 3 else 255 for i, b in enumerate(px))
-    return png_encode(px, w, h)
+    if not noise:
+        return png_encode(b"\x20\x40\x60\xff" * (w * h), w, h)
+    px = np.random.default_rng(0).integers(0, 256, (h, w, 4), dtype=np.uint8)
+    px[..., 3] = 255  # opaque, so the PNG is RGB noise: it does not compress
+    return png_encode(px.tobytes(), w, h)
 
 
 def jpeg_bytes(w: int = 48, h: int = 32) -> bytes:
@@ -143,6 +145,40 @@ def test_the_budget_holds_and_what_was_left_out_is_said(budget: int) -> None:
         assert "| x0 | float64 | 50,000 |" in table  # every column's dtype is listed
     if budget <= 150:
         assert "the describe() summary" in left
+
+
+def test_a_large_or_wide_frame_is_summarised_quickly_and_says_how() -> None:
+    rng = np.random.default_rng(1)
+    tall = pd.DataFrame(rng.random((300_000, 3)), columns=["a", "b", "c"])
+    (msg,) = as_messages([tall], budget=2000)
+    assert "Summary (describe() of a random sample of 100,000 rows):" in msg["content"]
+    assert "| a | float64 | 300,000 |" in msg["content"]  # counted on every row
+    wide = pd.DataFrame(rng.random((50, 1000)), columns=[f"c{i}" for i in range(1000)])
+    (msg,) = as_messages([wide], budget=2000)
+    left = msg["content"].splitlines()[-1]
+    assert "of 1,000 columns from the list above" in left
+    assert "of 1,000 columns from the summary (" in left
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    rows=st.integers(0, 300),
+    cols=st.integers(0, 40),
+    budget=st.integers(1, 3000),
+    text_cols=st.booleans(),
+)
+def test_any_frame_fits_its_budget(
+    rows: int, cols: int, budget: int, text_cols: bool
+) -> None:
+    data = {f"col {i} | long name": np.arange(rows) * (i + 0.5) for i in range(cols)}
+    if text_cols and cols:
+        data["notes"] = ["line\nbreak | pipe " * 5] * rows
+    (msg,) = as_messages([pd.DataFrame(data)], budget=budget)
+    text = msg["content"]
+    assert 0 < len(text) <= budget * 4
+    if budget >= 100:  # room for the title and the last line at least
+        assert text.startswith("DataFrame: ")
+        assert text.endswith("(all of it shown)") or "\nLeft out: " in text
 
 
 def test_a_small_frame_is_sent_whole_and_says_so() -> None:
@@ -266,6 +302,20 @@ def test_a_matplotlib_figure_is_sent_as_a_png_of_its_size(
     )
 
 
+@pytest.mark.parametrize("mode", MODES)
+def test_stream_and_astream_take_objects_too(server: LoopbackServer, mode: str) -> None:
+    server.enqueue(reply("anthropic", "Two."))
+    events, turn = collect(
+        client_for(server, api="anthropic"),
+        mode,
+        ["How many?", [1, 2], png_bytes(4, 4)],
+    )
+    assert turn.text == "Two." and events
+    text, image = sent(server)["messages"][-1]["content"]
+    assert text == {"type": "text", "text": "How many?\n\nlist, 2 items:\n[1, 2]"}
+    assert image["source"]["media_type"] == "image/png"
+
+
 def test_the_same_figure_gives_the_same_bytes_so_recordings_match() -> None:
     a = as_messages([figure()])[0]["content"][0]["data"]
     b = as_messages([figure()])[0]["content"][0]["data"]
@@ -342,6 +392,10 @@ def test_an_image_over_anthropics_5_mb_is_refused_but_goes_to_openai(
     assert e.limit.startswith("5 MB an image") and e.api == "anthropic"
     assert "is over Anthropic's limit of 5 MB an image" in e.message
     assert "nothing was sent" in e.message
+    conv = Conversation(client_for(server, api="anthropic"))
+    with pytest.raises(ImageTooLargeError):
+        conv.send(["What is this?", big])
+    assert len(conv.transcript) == 0  # a refused message is no turn
     assert server.requests == []
     server.enqueue(reply("openai"))
     assert client_for(server, api="openai").chat(["What is this?", big]).text == "ok"

@@ -183,3 +183,29 @@ def test_with_a_name_that_does_not_exist_is_a_usage_error(
     assert ex.reply is not None and ex.reply["status"] == "error"  # Run All stops
     assert "UsageError: " in ex.stderr and needle in ex.stderr
     assert len(srv.requests) == before  # nothing was sent
+
+
+def test_the_widget_sends_text_and_objects_and_shows_the_thumbnail(
+    kernel: Kernel, srv: LoopbackServer
+) -> None:
+    srv.enqueue(Reply.events(openai_chunks([" A", " rising", " line."])))
+    ex = kernel.run(
+        "import nbstream\n"
+        "chat = nbstream.ChatWidget()\n"
+        "turn = await chat.send(['What is this?', fig])\n"
+        "user = chat.messages[-2]"
+    )
+    assert ex.error is None, ex.error
+    (sent,) = srv.requests[-1].json["messages"]
+    assert sent["content"][0] == {"type": "text", "text": "What is this?"}
+    assert sent["content"][1]["image_url"]["url"].startswith("data:image/png;base64,")
+    user = json.loads(kernel.eval("__import__('json').dumps(user)").strip("'"))
+    assert user["text"] == "What is this?"
+    ((image,),) = [user["images"]]
+    assert image["label"].startswith("image/png 400x300, ")
+    assert (image["width"], image["height"]) == (160, 120)
+    assert kernel.eval("turn.text") == "' A rising line.'"
+    # Retry asks the same again: the same parts, the image included
+    srv.enqueue(Reply.events(openai_chunks([" Again."])))
+    assert kernel.run("await chat.retry()").error is None
+    assert srv.requests[-1].json["messages"][-1] == sent

@@ -329,7 +329,7 @@ def thumbnail(
     return {"media_type": media, "data": data, "width": w, "height": h}
 
 
-@functools.lru_cache(maxsize=128)  # views ask again for every repaint
+@functools.lru_cache(maxsize=32)  # views ask again for every repaint
 def _thumbnail(media: str, data: str, side: int) -> tuple[str, str, int, int] | None:
     try:
         raw = base64.b64decode(data, validate=True)

@@ -25,7 +25,7 @@ HEAD_ROWS = (50, 20, 10, 5, 3)  # the most first rows that fit, down to 3
 MAX_COLUMNS = 20  # at most this many columns in the rows and the summary
 MAX_SCHEMA = 200  # at most this many columns listed with their dtype
 CELL = 40  # characters of one table cell
-SAMPLE_OVER = 1_000_000  # rows: describe() a sample of larger frames
+SAMPLE_OVER = 200_000  # rows: describe() a sample of larger frames
 SAMPLE = 100_000
 
 
@@ -144,8 +144,7 @@ def _frame(df: Any, chars: int, title: str, *, series: bool = False) -> str:
             )
         if summary is not None:
             if with_summary and c:
-                d, note = summary
-                head = [_cell(x) for x in d.columns]
+                d, note, head = summary
                 table = _table(["", *head[:c]], _rows(d.iloc[:, :c]))
                 out += ["", f"Summary (describe(){note}):", "", table]
                 if len(head) > c:
@@ -177,9 +176,10 @@ def _frame(df: Any, chars: int, title: str, *, series: bool = False) -> str:
     return build(0, 0, 0, False)
 
 
-def _describe(df: Any) -> tuple[Any, str] | None:
-    """``describe()`` of the numeric columns (of all when there are none), and how it
-    was made: a frame of over a million rows is described from a sample."""
+def _describe(df: Any) -> tuple[Any, str, list[str]] | None:
+    """``describe()`` of the numeric columns (of all when there are none), how it was
+    made, and the names of every column it covers. Only the first columns that can be
+    shown are described, and a frame of over 200,000 rows from a sample."""
     src, note = df, ""
     if len(df) > SAMPLE_OVER:
         src = df.sample(SAMPLE, random_state=0)
@@ -187,12 +187,15 @@ def _describe(df: Any) -> tuple[Any, str] | None:
     try:
         numeric = src.select_dtypes("number")
         if numeric.shape[1]:
-            return numeric.describe(), note + (
-                ", numeric columns" if numeric.shape[1] < df.shape[1] else ""
-            )
-        return src.describe(include="all"), note
+            if numeric.shape[1] < df.shape[1]:
+                note += ", numeric columns"
+            src = numeric
+            described = numeric.iloc[:, :MAX_COLUMNS].describe()
+        else:
+            described = src.iloc[:, :MAX_COLUMNS].describe(include="all")
     except (ValueError, TypeError):  # columns describe() cannot handle
         return None
+    return described, note, [_cell(c) for c in src.columns]
 
 
 # -- arrays, containers, anything ----------------------------------------------------------
