@@ -365,6 +365,22 @@ def test_pil_images_and_raw_bytes_have_their_type_read_from_the_bytes(
         assert im.mode == "RGBA" and im.getpixel((0, 0)) == (0, 0, 255, 128)
 
 
+def test_a_neutral_image_part_has_its_type_and_size_read_from_its_data() -> None:
+    jpeg = base64.b64encode(jpeg_bytes(48, 32)).decode()
+    wrong = {"type": "image", "media_type": "image/png", "data": jpeg}
+    (msg,) = as_messages(["See", wrong])
+    assert msg["content"][1] == {
+        **wrong,
+        "media_type": "image/jpeg",
+        "width": 48,
+        "height": 32,
+    }
+    with pytest.raises(ConfigurationError, match="Item 1 of the message is an image"):
+        as_messages(["See", {**wrong, "data": "not base64!"}])
+    one = {"role": "user", "content": "Hi"}
+    assert as_messages(one) == [one]  # one message, not in a list
+
+
 def test_bytes_that_are_no_image_are_refused_before_sending(
     server: LoopbackServer,
 ) -> None:

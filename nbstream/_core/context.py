@@ -23,6 +23,7 @@ notebook variable it came from (``%%chat --with df``).
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -50,6 +51,8 @@ def as_messages(messages: Any, budget: int = DEFAULT_BUDGET) -> list[dict[str, A
     one user message (a list, or a single object), as neutral messages."""
     if isinstance(messages, str):
         return [{"role": "user", "content": messages}]
+    if isinstance(messages, dict) and "role" in messages:  # one message, not in a list
+        return [dict(messages)]
     if not isinstance(messages, list | tuple):
         return [user_message([messages], budget)]
     roles = [isinstance(m, dict) and "role" in m for m in messages]
@@ -83,7 +86,7 @@ def user_message(items: Sequence[Any], budget: int = DEFAULT_BUDGET) -> dict[str
         if name is None and isinstance(value, str):
             parts.append({"type": "text", "text": value})
         elif name is None and _is_part(value):
-            parts.append(dict(value))
+            parts.append(_checked(value, i))
         elif isinstance(value, bytes | bytearray | memoryview):
             what = f"The bytes of `{name}`" if name else f"The bytes of item {i}"
             parts += _captioned(image_part(bytes(value), name=name, what=what), name)
@@ -97,6 +100,27 @@ def user_message(items: Sequence[Any], budget: int = DEFAULT_BUDGET) -> dict[str
     for (at, _, _), text in zip(pending, _texts(pending, budget), strict=True):
         parts[at] = {"type": "text", "text": text}
     return {"role": "user", "content": _joined([p for p in parts if p is not None])}
+
+
+def _checked(part: dict[str, Any], i: int) -> dict[str, Any]:
+    """A neutral part as given; an image's media type and size are read from its data
+    (a wrong media type is corrected: the providers refuse a mismatch)."""
+    part = dict(part)
+    data = part.get("data")
+    if part.get("type") != "image" or not isinstance(data, str):
+        return part
+    try:
+        raw = base64.b64decode(data, validate=True)
+    except ValueError:
+        raise ConfigurationError(
+            f"Item {i} of the message is an image part whose data is not base64."
+        ) from None
+    found = image_part(raw, what=f"The data of item {i}")  # refuses a non-image
+    part["media_type"] = found["media_type"]
+    for key in ("width", "height"):
+        if key in found:
+            part[key] = found[key]
+    return part
 
 
 def _captioned(part: dict[str, Any], name: str | None) -> list[dict[str, Any]]:
