@@ -57,7 +57,8 @@ def _img(item: dict[str, Any]) -> str:
     w, h = int(item["width"]), int(item["height"])
     return (
         f'<img class="nbs-thumb" src="data:{media};base64,{escapeHtml(data)}" '
-        f'width="{w}" height="{h}" alt="{text}" title="{text}" />'
+        f'width="{w}" height="{h}" alt="{text}" title="{text}" '
+        'style="vertical-align: middle" />'
     )
 
 
