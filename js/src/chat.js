@@ -11,6 +11,7 @@ import { subscribe, syncMessages } from "./model_events.js";
 import { readoutText, totalsText } from "./readout.js";
 import { renderTakeover } from "./takeover.js";
 import { makeScheduler, TextStream } from "./text_stream.js";
+import { thumbnails } from "./thumbnails.js";
 import { Segments, ToolState } from "./tool_blocks.js";
 import "./chat.css";
 
@@ -129,6 +130,8 @@ function render({ model, el }) {
     }
     if (msg.role === "user") {
       n.body.textContent = text; // the user's own words, as typed
+      const thumbs = thumbnails(msg.images); // and the images sent with them
+      if (thumbs) n.body.append(thumbs);
     } else {
       if (blocks && blocks.length) {
         fillWithTools(n, text, blocks, streaming, allowImages);

@@ -4,13 +4,13 @@
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 import uuid
 from typing import TYPE_CHECKING, Any
 
 from .events import Usage
+from .messages import summary
 from .record import (
     Api,
     Attempt,
@@ -297,7 +297,7 @@ class Turn:
             "status": self.status,
             "api": self.request.api,
             "model": self.model or self.request.model,
-            "prompt": prompt if isinstance(prompt, str) else json.dumps(prompt),
+            "prompt": summary(prompt),  # an image as its label, never its data
             "text": self.text,
             "reasoning": self.reasoning,
             "tool_calls": len(self.tool_calls),

@@ -15,7 +15,9 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from .._core.context import as_messages
 from .._core.errors import ConfigurationError
+from .._core.limits import fit_images
 from .._core.providers import provider_for
 from .._core.recovery import Recover
 from .._core.secrets import Scrubber, Secret, check_key
@@ -26,7 +28,7 @@ from .producer import stream_options_for
 from .replay import Recording
 from .request import ReplyCache, RequestSpec, SealedHeaders
 from .runner import Entry, Plan
-from .settings import Settings, Timeouts, resolve
+from .settings import Settings, Timeouts, context_budget_of, resolve
 from .streams import AsyncStream, Stream, in_loop
 from .tooloptions import Approve, ToolOptions, tool_options
 from .transport import HTTP, guard_logs
@@ -36,7 +38,8 @@ if TYPE_CHECKING:
 
 __all__ = ["Client", "Messages"]
 
-Messages = str | list[dict[str, Any]]
+# a string, a list of messages, or text and objects for one message (context.py)
+Messages = str | Sequence[Any]
 
 
 _SECRET_HEADER = re.compile(r"auth|key|token|secret|cookie|session", re.IGNORECASE)
@@ -119,12 +122,6 @@ def _middleware(items: Sequence[Middleware]) -> tuple[Middleware, ...]:
     return tuple(items)
 
 
-def _as_messages(messages: Messages) -> list[dict[str, Any]]:
-    if isinstance(messages, str):
-        return [{"role": "user", "content": messages}]
-    return [dict(m) for m in messages]
-
-
 class Client:
     """Talks to one model server; reuses its HTTP connections across requests.
 
@@ -134,6 +131,9 @@ class Client:
     ``cache=PATH`` (or ``NBSTREAM_CACHE``): a request already answered in that store
     (``nbstream.batch`` writes the same kind) is answered from it, with no request sent
     (not a request with ``tools=``: its tools would not run).
+    ``context_budget``: the tokens (estimated) that the objects of one message may take
+    as text, e.g. a DataFrame in ``chat(["Describe", df])`` (``NBSTREAM_CONTEXT_BUDGET``,
+    else 2000).
 
     >>> client = Client(base_url="http://127.0.0.1:8000/v1", model="m")
     >>> turn = client.chat("Hello")  # doctest: +SKIP
@@ -162,6 +162,7 @@ class Client:
         middleware: Sequence[Middleware] | None = None,
         prefill_params: dict[str, Any] | None = None,
         cache: str | os.PathLike[str] | bool | None = None,
+        context_budget: int | None = None,
     ) -> None:
         self.settings = resolve(base_url, model, api, api_key)
         self.timeouts = Timeouts.of(timeout)
@@ -210,6 +211,7 @@ class Client:
         self.prefill_params = dict(prefill_params or {})
         self._http: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, HTTP]
         self._http = weakref.WeakKeyDictionary()
+        self.context_budget = context_budget_of(context_budget)
 
     # settings, read-only views
     @property
@@ -277,7 +279,9 @@ class Client:
             settings=s,
             provider=provider,
             url=s.base_url + provider.path,
-            messages=provider.history(history) + messages if history else messages,
+            # earlier images go again while the request stays within the provider's
+            # limits; a new image over them is refused here, before anything is sent
+            messages=fit_images(provider.history(history), messages, s.api),
             system=system,
             params=dict(params),
             timeouts=self.timeouts,
@@ -307,7 +311,7 @@ class Client:
         """What to send, and the turn that will record it (``history``, earlier turns,
         goes into the request but not into the turn's record). With ``tools``, the
         plan runs the tool loop."""
-        msgs = _as_messages(messages)
+        msgs = as_messages(messages, self.context_budget)
         specs = tools.specs() if tools else ()
         spec = self._spec(
             msgs,
@@ -318,6 +322,8 @@ class Client:
             tools=specs,
             tool_choice=tools.tool_choice if tools else None,
         )
+        for api in {e.client.api for e in self.fallbacks} - {spec.api}:
+            fit_images(provider_for(api).history(history), msgs, api)  # refused now
         request = Request(
             messages=msgs,
             model=spec.settings.model,

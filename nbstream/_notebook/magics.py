@@ -44,12 +44,14 @@ from IPython.display import display
 from markdown_it.common.utils import escapeHtml
 from traitlets import Bool, Float, Int, Unicode
 
+from .._core.context import Named, as_messages
 from .._core.errors import ConfigurationError, NbstreamError
 from .._core.events import AttemptStart, Event, TextDelta, ToolRun
+from .._core.messages import summary
 from .._core.pricing import warm_up
 from .._core.transcript import Turn
 from .._http import registry
-from .._http.client import Client
+from .._http.client import Client, Messages
 from .._http.conversation import Conversation
 from .._http.replay import ReplayError
 from .._http.settings import Timeouts, resolve
@@ -95,6 +97,7 @@ class _Options:
     approve: bool
     max_steps: int | None
     tool_choice: str | None
+    with_names: str | None
 
 
 @magics_class
@@ -146,6 +149,12 @@ class ChatMagics(Magics):
         allow_none=True,
         help="How a fallback model takes over a reply that broke after it started: "
         "'restart', 'prefill' or 'user_turn' (default: keep the partial reply).",
+    ).tag(config=True)
+    context_budget = Int(
+        None,
+        allow_none=True,
+        help="Tokens (estimated) that the variables of --with may take as text together, "
+        "e.g. a DataFrame's schema, head and summary (default: the client's, 2000).",
     ).tag(config=True)
     allow_images = Bool(
         False,
@@ -224,6 +233,13 @@ class ChatMagics(Magics):
         dest="max_steps",
         type=int,
         help="At most this many model steps in a tool loop (default 8).",
+    )
+    @argument(
+        "--with",
+        dest="with_names",
+        metavar="NAMES",
+        help="Notebook variables to send after the text, comma-separated: a DataFrame "
+        "as its schema, head and summary, a figure or image as an image, others as text.",
     )
     @argument("--record", help="Append this exchange to a recording file (JSON Lines).")
     @argument(
@@ -397,7 +413,10 @@ class ChatMagics(Magics):
                 "Notebook or a terminal. A batch run (nbclient, nbval, papermill) "
                 "cannot ask; leave --approve out there."
             )
-        return _Request(conv, body, params, opts.output, background, opts.approve)
+        message: Messages = body
+        if opts.with_names is not None:
+            message = self._with(body, opts.with_names, client)
+        return _Request(conv, message, params, opts.output, background, opts.approve)
 
     def _tools(self, opts: _Options) -> list[Any]:
         """The functions named by ``--tools``, from the notebook's namespace."""
@@ -428,6 +447,36 @@ class ChatMagics(Magics):
             return list(as_tools(fns))
         except ConfigurationError as exc:
             raise UsageError(f"--tools: {exc}") from None
+
+    def _with(self, body: str, names: str, client: Client) -> Messages:
+        """``--with df,fig``: the cell's text, then each variable, as one message."""
+        wanted = [n.strip() for n in names.split(",")]
+        if not all(wanted):
+            raise UsageError(
+                f"--with {names!r} has an empty name: list variables separated by "
+                "commas, e.g. --with df,fig."
+            )
+        ns = self.shell.user_ns if self.shell is not None else {}
+        missing = [n for n in wanted if n not in ns]
+        if missing:
+            raise UsageError(
+                f"--with: {', '.join(map(repr, missing))} "
+                f"{'is not a variable' if len(missing) == 1 else 'are not variables'} "
+                "in the notebook. Define it first (run its cell), or leave it out of "
+                "--with."
+            )
+        budget = self.context_budget
+        if budget is None:
+            budget = client.context_budget
+        elif budget < 1:
+            raise UsageError(
+                f"ChatMagics.context_budget = {budget} is not a number of tokens: use "
+                "a positive whole number, e.g. %config ChatMagics.context_budget = 2000"
+            )
+        try:
+            return as_messages([body, *(Named(n, ns[n]) for n in wanted)], budget)
+        except ConfigurationError as exc:  # e.g. bytes that are no image
+            raise UsageError(f"--with: {exc}") from None
 
     def client_for(self, opts: _Options) -> Client:
         base_url = opts.base_url or self.base_url
@@ -647,7 +696,7 @@ class ChatMagics(Magics):
 @dataclass
 class _Request:
     conv: Conversation
-    message: str
+    message: Messages
     params: dict[str, Any]
     output: str | None
     background: bool
@@ -771,7 +820,7 @@ def _history_text(conv: Conversation) -> str:
     lines = []
     for turn in conv.transcript:
         for m in turn.request.messages:
-            lines.append(f"{m.get('role', 'user')}: {m.get('content')}")
+            lines.append(f"{m.get('role', 'user')}: {summary(m.get('content'))}")
         lines.append(f"assistant ({turn.status}): {turn.text}")
     if lines:
         lines.append(f"[{totals_text(totals(conv.transcript))}]")
@@ -814,7 +863,7 @@ _HELP = """\
   -m MODEL[,FALLBACK,…]  --recover restart|prefill|user_turn  -a openai|anthropic
   -u BASE_URL  -s SYSTEM  -t TEMPERATURE  --max-tokens N  --timeout SECONDS
   -c NAME (conversation)  -o VAR (store the Turn)  -i (fill {name})
-  --new (fresh conversation)  -b/--background
+  --new (fresh conversation)  -b/--background  --with df,fig (send variables too)
   --tools f,g (functions the model may call)  --approve (ask first)  --max-steps N
   --tool-choice auto|required|none|NAME
 %chat history [NAME] | clear [NAME] | config | stop | list | help

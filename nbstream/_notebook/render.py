@@ -36,6 +36,7 @@ from markdown_it.utils import EnvType, OptionsDict
 
 from .._core.pricing import format_usd
 from .._core.transcript import Turn
+from .sent import content_html, sent_html, sent_text
 from .toolview import Html, is_loop, loop_parts, loop_text
 
 __all__ = [
@@ -373,7 +374,9 @@ def message_html(
         body = render_markdown(content, allow_images=allow_images)
     elif content is None:
         body = ""
-    else:  # content parts (images, tool results …): shown as they are
+    elif isinstance(content, list):  # text and images: text escaped, thumbnails
+        body = content_html(content)
+    else:  # anything else: shown as it is
         body = f"<pre><code>{escapeHtml(str(content))}</code></pre>\n"
     return (
         f'<div class="nbs-message nbs-{_css_word(role)}">\n'
@@ -406,6 +409,9 @@ def final_bundle(
     parts = _reply_parts(turn, allow_images, timings) or [
         "<p><em>(no reply)</em></p>\n"
     ]
+    sent = sent_html(turn.request.messages)  # thumbnails of the images sent
+    if sent:
+        parts.insert(0, sent)
     said = loop_text(turn, timings=timings) + ([turn.text] if turn.text else [])
     calls = [] if is_loop(turn) else turn.tool_calls
     said += [f"Tool call {c.name}: {c.arguments}" for c in calls]
@@ -415,6 +421,8 @@ def final_bundle(
         said.append(f"Error: {turn.error.message}")
     said += [f"↻ {n}" for n in takeovers(turn)[0]] if len(turn.attempts) > 1 else []
     plain = "\n\n".join(said) or "(no reply)"
+    if sent:
+        plain = f"[{sent_text(turn.request.messages)}]\n\n{plain}"
     if show_readout:
         line = readout_line if readout_line is not None else readout_text(readout(turn))
         parts.append(f'<p class="nbs-readout"><sub>{escapeHtml(line)}</sub></p>\n')
