@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from . import middleware as middleware  # nbstream.middleware.Logging(), RateLimit(…)
 from ._core.errors import (
     APIConnectionError,
     APIError,
