@@ -286,7 +286,8 @@ def test_the_magics_keep_a_few_clients_and_close_the_ones_they_drop(
 ) -> None:
     """Each change of %%chat settings used to leave a client (and its connections)
     behind for good: the magics keep the recently used ones and close the rest."""
-    from nbstream._notebook.magics import MAX_CLIENTS, ChatMagics
+    from nbstream._notebook.cell_clients import MAX_CLIENTS
+    from nbstream._notebook.magics import ChatMagics
 
     with LoopbackServer(keep_alive=True) as srv:
         srv.enqueue(Reply.events(openai_chunks(["Hello"])))

@@ -9,21 +9,20 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import weakref
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 from .._core.context import as_messages
 from .._core.errors import ConfigurationError
 from .._core.limits import fit_images
 from .._core.providers import provider_for
 from .._core.recovery import Recover
-from .._core.secrets import Scrubber, Secret, check_key
+from .._core.secrets import Scrubber, Secret
 from .._core.sse import DEFAULT_MAX_EVENT_SIZE
 from .._core.transcript import Api, Request, Turn
 from ..middleware import Middleware
+from . import client_args as args
 from .producer import stream_options_for
 from .replay import Recording
 from .request import ReplyCache, RequestSpec, SealedHeaders
@@ -40,86 +39,6 @@ __all__ = ["Client", "Messages"]
 
 # a string, a list of messages, or text and objects for one message (context.py)
 Messages = str | Sequence[Any]
-
-
-_SECRET_HEADER = re.compile(r"auth|key|token|secret|cookie|session", re.IGNORECASE)
-
-
-def _checked_headers(headers: dict[str, str]) -> dict[str, str]:
-    """Extra headers, refused (never echoed) if HTTP cannot carry them."""
-    out: dict[str, str] = {}
-    for name, value in headers.items():
-        if not isinstance(name, str) or not isinstance(value, str):
-            raise ConfigurationError(
-                "Client(headers=...) takes a dict of str to str; "
-                f"the header {name!r} is not one."
-            )
-        if value:
-            check_key(value, "Client(headers=...)", f"The value of header {name!r}")
-        out[name] = value
-    return out
-
-
-_OFFICIAL = {
-    "api.openai.com": "OPENAI_API_KEY",
-    "api.anthropic.com": "ANTHROPIC_API_KEY",
-}
-
-
-def _entries(client: Client, fallbacks: Sequence[str | Client]) -> list[Entry]:
-    """``fallbacks=`` checked now, so that a bad entry fails here with its fix, not in
-    the middle of a broken reply."""
-    if isinstance(fallbacks, str | Client):
-        fallbacks = [fallbacks]
-    out: list[Entry] = []
-    for i, f in enumerate(fallbacks):
-        if isinstance(f, str):
-            if not f.strip():
-                raise ConfigurationError(
-                    f"fallbacks[{i}] is an empty model name: give a model name (asked "
-                    "on this client's server) or another Client."
-                )
-            out.append(Entry(client, f))
-        elif isinstance(f, Client):
-            if f.fallbacks:
-                raise ConfigurationError(
-                    f"fallbacks[{i}] has fallbacks of its own: list every entry in "
-                    "this client's fallbacks instead (one flat list, tried in order)."
-                )
-            host = urlsplit(f.base_url).hostname or ""
-            if host in _OFFICIAL and f.api_key is None:
-                raise ConfigurationError(
-                    f"fallbacks[{i}] ({f.model} at {f.base_url}) has no API key: "
-                    f"set {_OFFICIAL[host]} or pass Client(api_key=...) for it."
-                )
-            out.append(Entry(f, f.model))
-        else:
-            raise ConfigurationError(
-                f"fallbacks[{i}] is {type(f).__name__}: give model names (str) or "
-                "Client objects, e.g. fallbacks=['gpt-4.1-mini', Client(...)]."
-            )
-    return out
-
-
-def _recover(recover: str | None) -> Recover | None:
-    if recover is None or recover in ("restart", "prefill", "user_turn"):
-        return recover  # type: ignore[return-value]
-    raise ConfigurationError(
-        f"recover={recover!r} is not a strategy: use 'restart' (ask again from "
-        "scratch), 'prefill' (continue the partial reply), 'user_turn' (ask to "
-        "continue) or None (keep the partial reply as an error)."
-    )
-
-
-def _middleware(items: Sequence[Middleware]) -> tuple[Middleware, ...]:
-    for i, m in enumerate(items):
-        if not isinstance(m, Middleware):
-            raise ConfigurationError(
-                f"middleware[{i}] is {type(m).__name__}, not an "
-                "nbstream.middleware.Middleware: subclass it and override the hooks "
-                "you need."
-            )
-    return tuple(items)
 
 
 class Client:
@@ -170,7 +89,7 @@ class Client:
         self.retry_delay = retry_delay
         self.max_event_size = max_event_size
         self.keep_raw_events = keep_raw_events
-        self._extra_headers = _checked_headers(headers or {})
+        self._extra_headers = args.checked_headers(headers or {})
         # Record / replay (see nbstream.replay): argument, else environment.
         env = os.environ
         self.record = record or env.get("NBSTREAM_RECORD") or None
@@ -198,14 +117,12 @@ class Client:
             self._cache = StoreCache(self.cache)
         key = self.settings.api_key
         secrets = [key.get()] if key else []
-        for name, value in self._extra_headers.items():
-            if _SECRET_HEADER.search(name):  # e.g. Azure's api-key, a gateway's token
-                secrets += [value, value.partition(" ")[2]]
-        self._scrubber = Scrubber(s for s in secrets if s)
+        secrets += args.secret_headers(self._extra_headers)
+        self._scrubber = Scrubber(secrets)
         guard_logs(self._scrubber)
-        self.fallbacks: list[Entry] = _entries(self, fallbacks or [])
-        self.recover: Recover | None = _recover(recover)
-        self.middleware: tuple[Middleware, ...] = _middleware(middleware or ())
+        self.fallbacks: list[Entry] = args.entries(self, fallbacks or [])
+        self.recover: Recover | None = args.recover(recover)
+        self.middleware: tuple[Middleware, ...] = args.middleware(middleware or ())
         # extra parameters sent with a prefill (vLLM continues a trailing assistant
         # message with {"continue_final_message": True, "add_generation_prompt": False})
         self.prefill_params = dict(prefill_params or {})
