@@ -48,6 +48,8 @@ _OFFICIAL = {
 def entries(client: Client, fallbacks: Sequence[str | Client]) -> list[Entry]:
     """``fallbacks=`` checked now, so that a bad entry fails here with its fix, not in
     the middle of a broken reply."""
+    from .client import Client  # the class of the client being made
+
     if isinstance(fallbacks, str | Client):
         fallbacks = [fallbacks]
     out: list[Entry] = []
