@@ -20,6 +20,7 @@ from .._core.providers import provider_for
 from .._core.recovery import Recover
 from .._core.secrets import Scrubber, Secret
 from .._core.sse import DEFAULT_MAX_EVENT_SIZE
+from .._core.structured import Structured, with_response_format
 from .._core.transcript import Api, Request, Turn
 from ..middleware import Middleware
 from . import client_args as args
@@ -229,6 +230,9 @@ class Client:
         goes into the request but not into the turn's record). With ``tools``, the
         plan runs the tool loop."""
         msgs = as_messages(messages, self.context_budget)
+        structured: Structured | None = None
+        if params.get("response_format") is not None:  # kept as data from here on
+            params, structured = with_response_format(params, self.api)
         specs = tools.specs() if tools else ()
         spec = self._spec(
             msgs,
@@ -251,7 +255,9 @@ class Client:
             tools=[dict(t) for t in specs],
         )
         plan = Plan(self, spec, msgs, system, dict(params), tuple(history), tools)
-        return plan, Turn(request)
+        turn = Turn(request)
+        turn.structured = structured
+        return plan, turn
 
     def _ask(
         self,

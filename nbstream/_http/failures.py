@@ -16,6 +16,7 @@ from .._core.errors import (
     TimeoutPhase,
 )
 from .._core.providers import clip
+from .._core.structured import rejection_hint
 from .request import RequestSpec
 from .retry import times
 from .transport import TransportFailure
@@ -95,7 +96,9 @@ def status_error(
     )
     request_id = clip(spec.scrubber, str(request_id), 200) if request_id else None
     provider_msg = clip(spec.scrubber, msg or body.strip(), 500) or None
-    hint = _status_hint(status, spec, after, attempt)
+    hint = rejection_hint(spec.api, spec.params, status, body) or _status_hint(
+        status, spec, after, attempt
+    )
     model = f" for model {spec.settings.model!r}" if status in (400, 404, 422) else ""
     text = (
         f"{spec.base_url} answered HTTP {status} {reason}{model}: "
