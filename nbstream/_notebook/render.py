@@ -326,7 +326,11 @@ def _reply_parts(turn: Turn, allow_images: bool, timings: bool = True) -> list[s
             '<details class="nbs-reasoning"><summary>Reasoning</summary>\n'
             f"<p>{_lines(turn.reasoning)}</p>\n</details>\n"
         )
-    if turn.text:
+    if turn.structured is not None:  # response_format=: a table or tree, and the JSON
+        from .structured_html import structured_html
+
+        parts.append(structured_html(turn))
+    elif turn.text:
         body = render_markdown(turn.text, allow_images=allow_images)
         parts.append(f'<div class="nbs-text">\n{body}</div>\n')
     for call in [] if is_loop(turn) else turn.tool_calls:  # a loop's calls are blocks
@@ -417,6 +421,8 @@ def final_bundle(
     said += [f"Tool call {c.name}: {c.arguments}" for c in calls]
     if turn.refusal:
         said.append(f"Refusal: {turn.refusal}")
+    if turn.parse_error is not None:
+        said.append(f"Not valid: {turn.parse_error}")
     if turn.error is not None:
         said.append(f"Error: {turn.error.message}")
     said += [f"↻ {n}" for n in takeovers(turn)[0]] if len(turn.attempts) > 1 else []
