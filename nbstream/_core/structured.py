@@ -65,6 +65,8 @@ _SCHEMA_TYPES = frozenset(
 _NAME_BAD = re.compile(r"[^a-zA-Z0-9_-]")
 _STRING_MARK = re.compile(r'["\\]')
 _NOTHING: Any = object()
+_NUMBER_CHARS = frozenset("0123456789+-.eE")
+_BEFORE_VALUE = frozenset(",:[ \t\r\n")
 
 
 class Invalid(Exception):
@@ -307,35 +309,19 @@ def partial_json(text: str, scan: _StringScan | None = None) -> Any:
     """The JSON value so far of ``text`` (``_NOTHING`` when there is none yet): jiter's
     partial mode, with incomplete strings kept, and a number at the very end of the
     text left out (it may still grow: ``6`` → ``61``)."""
+    if text[-1:] in _NUMBER_CHARS:
+        start = len(text)
+        while start and text[start - 1] in _NUMBER_CHARS:
+            start -= 1
+        if not start or text[start - 1] in _BEFORE_VALUE:
+            if scan is None:
+                scan = _StringScan()
+            if not scan.advance(text):  # a number, not the end of a string
+                text = text[:start]
     try:
-        value = jiter.from_json(text.encode(), partial_mode="trailing-strings")
+        return jiter.from_json(text.encode(), partial_mode="trailing-strings")
     except ValueError:
         return _NOTHING
-    if text[-1:].isdigit():
-        if scan is None:
-            scan = _StringScan()
-        if not scan.advance(text):
-            return _drop_last_number(value)
-    return value
-
-
-def _drop_last_number(value: Any) -> Any:
-    parent: Any = None
-    key: Any = None
-    node = value
-    while True:
-        if isinstance(node, dict) and node:
-            parent, key = node, next(reversed(node))
-        elif isinstance(node, list) and node:
-            parent, key = node, len(node) - 1
-        else:
-            break
-        node = parent[key]
-    if isinstance(node, int | float) and not isinstance(node, bool):
-        if parent is None:
-            return _NOTHING
-        del parent[key]
-    return value
 
 
 # -- on the turn --------------------------------------------------------------------------

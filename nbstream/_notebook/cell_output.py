@@ -53,6 +53,7 @@ class LiveOutput:
             on_stop=stream.cancel,
             on_approve=approvals.answer if approvals else None,
             allow_images=allow_images,
+            structured=stream.turn.structured is not None,
         )
         self.handle = display(self.view, display_id=True)
         loop = running_loop()

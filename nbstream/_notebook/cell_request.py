@@ -1,6 +1,7 @@
 """A ``%%chat`` line and cell, read: the options (checked, each wrong one a UsageError
 with its fix), the notebook's functions for ``--tools``, its variables for ``--with``,
-``{name}`` filled for ``-i``, and what is then sent (``CellRequest``)."""
+its model or schema for ``--schema``, ``{name}`` filled for ``-i``, and what is then
+sent (``CellRequest``)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from IPython.core.error import UsageError
 
 from .._core.context import Named, as_messages
 from .._core.errors import ConfigurationError
+from .._core.structured import normalise
 from .._http.client import Client, Messages
 from .._http.conversation import Conversation
 from .toolblocks import Approvals
@@ -24,6 +26,7 @@ __all__ = [
     "check_options",
     "interpolate",
     "parse_line",
+    "schema_from",
     "tools_from",
     "with_variables",
 ]
@@ -51,6 +54,7 @@ class Options:
     max_steps: int | None
     tool_choice: str | None
     with_names: str | None
+    schema: str | None
 
 
 @dataclass
@@ -148,6 +152,21 @@ def tools_from(ns: Mapping[str, Any], opts: Options) -> list[Any]:
         return list(as_tools(fns))
     except ConfigurationError as exc:
         raise UsageError(f"--tools: {exc}") from None
+
+
+def schema_from(ns: Mapping[str, Any], name: str) -> Any:
+    """``--schema NAME``: the notebook's model class or schema dict, checked now."""
+    if name not in ns:
+        raise UsageError(
+            f"--schema {name}: there is no variable {name!r} in the notebook. "
+            "Define a pydantic model class or a JSON schema (a dict) by that name."
+        )
+    value = ns[name]
+    try:
+        normalise(value)
+    except ConfigurationError as exc:
+        raise UsageError(f"--schema {name}: {exc}") from None
+    return value
 
 
 def with_variables(

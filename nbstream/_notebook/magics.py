@@ -51,6 +51,7 @@ from .cell_request import (
     check_options,
     interpolate,
     parse_line,
+    schema_from,
     tools_from,
     with_variables,
 )
@@ -212,6 +213,11 @@ class ChatMagics(Magics):
         "--replay",
         help="Answer from a recording file or folder instead of the network.",
     )
+    @argument(
+        "--schema",
+        help="Ask for JSON of this shape (response_format=): the name of a pydantic "
+        "model or a JSON schema (a dict) in the notebook.",
+    )
     @cell_magic
     def chat(self, line: str, cell: str) -> None:
         """Send the cell to the model; the reply streams into the output.
@@ -333,6 +339,8 @@ class ChatMagics(Magics):
         max_tokens = opts.max_tokens if opts.max_tokens is not None else self.max_tokens
         if max_tokens is not None:
             params["max_tokens"] = max_tokens
+        if opts.schema is not None:
+            params["response_format"] = schema_from(self._ns(), opts.schema)
         background = opts.background or self.background
         tools = tools_from(self._ns(), opts)
         if tools:
@@ -417,6 +425,7 @@ _HELP = """\
   --new (fresh conversation)  -b/--background  --with df,fig (send variables too)
   --tools f,g (functions the model may call)  --approve (ask first)  --max-steps N
   --tool-choice auto|required|none|NAME
+  --schema NAME (JSON of the shape of a pydantic model or schema dict named NAME)
 %chat history [NAME] | clear [NAME] | config | stop | list | help
 %chat cache on [PATH] | off   answer cells already asked from a store (marked cached)
 nbstream.conversation(NAME).transcript holds every turn (to_pandas(), save(), …)."""

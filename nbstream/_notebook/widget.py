@@ -66,6 +66,9 @@ def _message(turn: Turn) -> dict[str, Any]:
         msg["text"], msg["tools"] = loop_view(turn)
     if len(turn.attempts) > 1:  # another model took over: how, and what it replaced
         msg["notes"], msg["superseded"] = takeovers(turn)
+    if turn.structured is not None:  # response_format=: drawn as a table or tree
+        msg["structured"] = True
+        msg["parse_error"] = turn.parse_error or ""
     return msg
 
 
