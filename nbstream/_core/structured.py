@@ -58,12 +58,13 @@ __all__ = [
     "with_response_format",
 ]
 
-RATIO = 4.0  # a reader polling per delta waits this many parse costs between parses
+RATIO = 8.0  # a reader polling per delta waits this many parse costs between parses
 _SCHEMA_TYPES = frozenset(
     {"object", "array", "string", "number", "integer", "boolean", "null"}
 )
 _NAME_BAD = re.compile(r"[^a-zA-Z0-9_-]")
-_STRING_MARK = re.compile(r'["\\]')
+# the rest of a JSON string, from after its opening quote to its closing one
+_STRING_REST = re.compile(r'[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
 _NOTHING: Any = object()
 _NUMBER_CHARS = frozenset("0123456789+-.eE")
 _BEFORE_VALUE = frozenset(",:[ \t\r\n")
@@ -274,33 +275,29 @@ class _SchemaValidator:
 
 class _StringScan:
     """Whether the end of a growing text is inside a JSON string: scanned once, from
-    where the last scan stopped (a quote or a backslash costs a step; the rest is
-    skipped by the regex engine)."""
+    where the last scan stopped, a whole string per step (the regex engine skips its
+    characters); an unfinished string is looked at again next time."""
 
     __slots__ = ("inside", "pos")
 
     def __init__(self) -> None:
-        self.pos = 0
+        self.pos = 0  # where to go on: after a string's opening quote when inside
         self.inside = False
 
     def advance(self, text: str) -> bool:
-        pos, inside, end = self.pos, self.inside, len(text)
-        search = _STRING_MARK.search
+        pos, inside = self.pos, self.inside
+        rest, find = _STRING_REST.match, text.find
         while True:
-            m = search(text, pos)
-            if m is None:
-                pos = end
+            if inside:
+                m = rest(text, pos)
+                if m is None:
+                    break  # the string goes on past the end
+                pos, inside = m.end(), False
+            quote = find('"', pos)
+            if quote < 0:
+                pos = len(text)
                 break
-            if m.group() == '"':
-                inside = not inside
-                pos = m.end()
-            elif not inside:
-                pos = m.end()
-            elif m.end() < end:
-                pos = m.end() + 1  # the escaped character
-            else:
-                pos = m.start()  # a backslash at the very end: look again next time
-                break
+            pos, inside = quote + 1, True
         self.pos, self.inside = pos, inside
         return inside
 
