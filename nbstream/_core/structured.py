@@ -59,6 +59,7 @@ __all__ = [
 ]
 
 RATIO = 8.0  # a reader polling per delta waits this many parse costs between parses
+_MAX_COST_PER_CHAR = 1e-7  # seconds: a partial parse costs ~15 ns a character here
 _SCHEMA_TYPES = frozenset(
     {"object", "array", "string", "number", "integer", "boolean", "null"}
 )
@@ -372,10 +373,14 @@ class Structured:
                         self._source = turn.choices[0]
                         self._scan = _StringScan()
                         self._value = _NOTHING
-                    self._parse(turn.text)
+                    text = turn.text
+                    self._parse(text)
                     self._version = version
                     end = time.perf_counter()
-                    self._next_at = end + RATIO * (end - start)
+                    # at most what a parse of this length costs even on a slow machine:
+                    # a thread preempted mid-parse must not hold the next one back
+                    cost = min(end - start, 2e-6 + len(text) * _MAX_COST_PER_CHAR)
+                    self._next_at = end + RATIO * cost
         return None if self._value is _NOTHING else self._value
 
     def _parse(self, text: str) -> None:
