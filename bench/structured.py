@@ -30,7 +30,7 @@ from pydantic import BaseModel
 
 from nbstream._core import structured
 from nbstream._core.pipeline import Pipeline
-from nbstream._core.structured import with_response_format
+from nbstream._core.response_format import with_response_format
 from nbstream._core.transcript import Request, Turn
 
 

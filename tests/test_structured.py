@@ -22,7 +22,8 @@ from pydantic import BaseModel
 from nbstream import APIStatusError, Client, TextDelta, Transcript, Turn
 from nbstream._core import structured
 from nbstream._core.pipeline import Pipeline
-from nbstream._core.structured import _NOTHING, partial_json, with_response_format
+from nbstream._core.response_format import with_response_format
+from nbstream._core.structured import _NOTHING, partial_json
 from nbstream._core.transcript import Request
 from nbstream._notebook.render import final_bundle
 from nbstream._notebook.structured_html import value_html

@@ -16,7 +16,7 @@ where Jupyter's format checkers are installed; this covers what is needed.)
 
 >>> check({"type": "object", "required": ["n"], "properties": {"n": {"type": "integer"}}},
 ...       {"n": "3"})
-["$.n: expected integer, got a string ('3')"]
+['$.n: expected integer, got a string ("3")']
 """
 
 from __future__ import annotations

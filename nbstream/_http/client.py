@@ -18,9 +18,10 @@ from .._core.errors import ConfigurationError
 from .._core.limits import fit_images
 from .._core.providers import provider_for
 from .._core.recovery import Recover
+from .._core.response_format import with_response_format
 from .._core.secrets import Scrubber, Secret
 from .._core.sse import DEFAULT_MAX_EVENT_SIZE
-from .._core.structured import Structured, with_response_format
+from .._core.structured import Structured
 from .._core.transcript import Api, Request, Turn
 from ..middleware import Middleware
 from . import client_args as args

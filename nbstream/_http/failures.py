@@ -16,7 +16,7 @@ from .._core.errors import (
     TimeoutPhase,
 )
 from .._core.providers import clip
-from .._core.structured import rejection_hint
+from .._core.response_format import rejection_hint
 from .request import RequestSpec
 from .retry import times
 from .transport import TransportFailure

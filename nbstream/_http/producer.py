@@ -26,7 +26,7 @@ from .._core.errors import (
 from .._core.events import Event
 from .._core.pipeline import Pipeline
 from .._core.providers import clip
-from .._core.structured import rejection_hint
+from .._core.response_format import rejection_hint
 from .._core.transcript import ErrorInfo, Status, Turn
 from .failures import send_failed, status_error, timeout
 from .hooks import Hooks

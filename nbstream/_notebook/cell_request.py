@@ -15,7 +15,7 @@ from IPython.core.error import UsageError
 
 from .._core.context import Named, as_messages
 from .._core.errors import ConfigurationError
-from .._core.structured import normalise
+from .._core.response_format import normalise
 from .._http.client import Client, Messages
 from .._http.conversation import Conversation
 from .toolblocks import Approvals
