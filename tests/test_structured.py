@@ -815,3 +815,20 @@ def test_the_local_model_answers_in_the_shape_of_a_schema_in_json_mode(
     for before, after in itertools.pairwise(values):
         assert extends(before, after)
     assert turn.partial == turn.parsed.model_dump()
+
+
+def test_a_fallback_in_the_other_format_is_asked_in_its_own_way(
+    server: LoopbackServer,
+) -> None:
+    """The format travels as data: each provider writes its own wire form of it."""
+    claude = client_for(server, api="anthropic", model="claude")
+    client = client_for(server, max_retries=0, fallbacks=[claude])
+    server.enqueue(Reply.json(503, {"error": {"message": "overloaded"}}))
+    server.enqueue(reply_for("anthropic", FORECAST_JSON))
+    turn = client.chat("Forecast?", response_format=Forecast)
+    first, second = (r.json for r in server.requests)
+    assert first["response_format"] == OPENAI_FORECAST
+    assert second["output_config"] == ANTHROPIC_FORECAST
+    assert "response_format" not in second
+    assert [a.api for a in turn.attempts] == ["openai", "anthropic"]
+    assert turn.parsed == Forecast.model_validate_json(FORECAST_JSON)
