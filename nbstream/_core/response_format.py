@@ -64,13 +64,24 @@ def _from_dict(value: dict[str, Any]) -> tuple[dict[str, Any], Validator | None]
         else:  # the neutral form (OpenAI Responses' text.format)
             spec, strict = value, value.get("strict", True) is not False
         schema = spec.get("schema")
+        validator: Validator
         if isinstance(schema, dict):
             name = spec.get("name") or _name_of(schema.get("title"))
-            return _schema_format(str(name), schema, strict), _SchemaValidator(schema)
-        if schema is not None and not isinstance(schema, str | int | float | list):
+            validator = _SchemaValidator(schema)
+        elif schema is not None and not isinstance(schema, str | int | float | list):
             adapter = _TypeValidator.of(schema)
-            name = spec.get("name") or adapter.name
-            return _schema_format(str(name), adapter.schema, strict), adapter
+            name, schema, validator = (
+                spec.get("name") or adapter.name,
+                adapter.schema,
+                adapter,
+            )
+        else:
+            schema = None
+        if schema is not None:
+            fmt = _schema_format(str(name), schema, strict)
+            if isinstance(spec.get("description"), str):
+                fmt["description"] = spec["description"]
+            return fmt, validator
         raise ConfigurationError(
             'response_format={"type": "json_schema", …} needs a "schema": a JSON '
             "schema (a dict) or a pydantic model class."
