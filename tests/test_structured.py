@@ -833,3 +833,26 @@ def test_a_fallback_in_the_other_format_is_asked_in_its_own_way(
     assert "response_format" not in second
     assert [a.api for a in turn.attempts] == ["openai", "anthropic"]
     assert turn.parsed == Forecast.model_validate_json(FORECAST_JSON)
+
+
+@pytest.mark.parametrize("api", ["openai", "anthropic"])
+def test_a_tool_loop_ends_in_the_asked_shape(server: LoopbackServer, api: str) -> None:
+    """With tools=, every step asks for the format; the answer after the calls is the
+    one parsed."""
+    from tests.toolkit import Call, anthropic_call_chunks, openai_call_chunks
+
+    def lookup(city: str) -> float:
+        """The temperature in a city."""
+        return 61.0
+
+    calls = anthropic_call_chunks if api == "anthropic" else openai_call_chunks
+    server.enqueue(Reply.events(calls([Call("lookup", {"city": "SF"})])))
+    answer = '{"city": "San Francisco", "temperature": 61, "units": "f"}'
+    server.enqueue(reply_for(api, answer))
+    turn = client_for(server, api=api).chat(
+        "Weather in SF?", tools=[lookup], response_format=Location
+    )
+    assert [type(s).__name__ for s in turn.steps] == ["Turn", "ToolResult", "Turn"]
+    assert turn.parsed == Location(city="San Francisco", temperature=61, units="f")
+    field = "output_config" if api == "anthropic" else "response_format"
+    assert all(field in r.json and "tools" in r.json for r in server.requests)
