@@ -856,3 +856,33 @@ def test_a_tool_loop_ends_in_the_asked_shape(server: LoopbackServer, api: str) -
     assert turn.parsed == Location(city="San Francisco", temperature=61, units="f")
     field = "output_config" if api == "anthropic" else "response_format"
     assert all(field in r.json and "tools" in r.json for r in server.requests)
+
+
+def test_a_batch_asks_every_row_for_the_format(
+    server: LoopbackServer, tmp_path: Path
+) -> None:
+    """batch(response_format=Model): the model travels as its schema (data, as the
+    batch's store and cache keep requests), and each row's reply is checked."""
+    import nbstream
+
+    good = '{"city": "Paris", "temperature": 20, "units": "c"}'
+    server.enqueue(reply_for("openai", good), reply_for("openai", '{"city": "Oslo"}'))
+    job = nbstream.batch(
+        ["Weather in Paris?", "Weather in Oslo?"],
+        client=client_for(server),
+        concurrency=1,
+        store=tmp_path / "run.sqlite",
+        response_format=Location,
+    )
+    job.wait(timeout=30)
+    assert all(
+        r.json["response_format"] == last(server).json["response_format"]
+        and r.json["response_format"]["json_schema"]["name"] == "Location"
+        for r in server.requests
+    )
+    first, second = job.transcript
+    assert first.parsed == json.loads(good) and first.parse_error is None
+    assert second.parsed is None
+    assert "$: the required property 'temperature' is missing" in (
+        second.parse_error or ""
+    )
