@@ -29,7 +29,7 @@ from .runner import Entry, Plan
 from .settings import Settings, Timeouts, resolve
 from .streams import AsyncStream, Stream, in_loop
 from .tooloptions import Approve, ToolOptions, tool_options
-from .transport import HTTP, guard_logs
+from .transport import HTTP, HTTP_CHOICES, HttpChoice, guard_logs
 
 if TYPE_CHECKING:
     from .._core.tools import Tool
@@ -119,6 +119,20 @@ def _middleware(items: Sequence[Middleware]) -> tuple[Middleware, ...]:
     return tuple(items)
 
 
+def _http_choice(arg: str | None, env: str | None) -> HttpChoice:
+    """``Client(http=...)``, else ``NBSTREAM_HTTP``, else ``"auto"``."""
+    value, where = (arg, "Client(http=...)") if arg else (env, "NBSTREAM_HTTP")
+    value = (value or "auto").strip().lower()
+    for choice in HTTP_CHOICES:
+        if value == choice:
+            return choice
+    raise ConfigurationError(
+        f"{where} is {value!r}: use 'auto' (nbstream's own HTTP/1.1 client unless a "
+        "proxy or record/replay needs httpx2), 'httpx2' (always httpx2) or 'h1' "
+        "(always nbstream's own)."
+    )
+
+
 def _as_messages(messages: Messages) -> list[dict[str, Any]]:
     if isinstance(messages, str):
         return [{"role": "user", "content": messages}]
@@ -134,6 +148,9 @@ class Client:
     ``cache=PATH`` (or ``NBSTREAM_CACHE``): a request already answered in that store
     (``nbstream.batch`` writes the same kind) is answered from it, with no request sent
     (not a request with ``tools=``: its tools would not run).
+    ``http`` (or ``NBSTREAM_HTTP``): which HTTP client sends the requests: ``"auto"``
+    (the default: nbstream's own HTTP/1.1 client, or httpx2 where a proxy or
+    record/replay needs it), ``"httpx2"`` (always httpx2) or ``"h1"``.
 
     >>> client = Client(base_url="http://127.0.0.1:8000/v1", model="m")
     >>> turn = client.chat("Hello")  # doctest: +SKIP
@@ -162,6 +179,7 @@ class Client:
         middleware: Sequence[Middleware] | None = None,
         prefill_params: dict[str, Any] | None = None,
         cache: str | os.PathLike[str] | bool | None = None,
+        http: str | None = None,
     ) -> None:
         self.settings = resolve(base_url, model, api, api_key)
         self.timeouts = Timeouts.of(timeout)
@@ -179,6 +197,12 @@ class Client:
             replay_speed = float(env.get("NBSTREAM_REPLAY_SPEED") or 1.0)
         self.replay_speed = replay_speed
         self.max_connections = max_connections
+        self.http = _http_choice(http, env.get("NBSTREAM_HTTP"))
+        if self.http == "h1" and (self.record or self._recording is not None):
+            raise ConfigurationError(
+                "Client(http='h1') cannot record or replay: recording and replay go "
+                "through httpx2. Leave http unset (or 'auto') with record/replay."
+            )
         # The reply cache (an nbstream store): a request found there is answered from
         # it, marked turn.extra["cached"]; complete replies are added to it. None:
         # NBSTREAM_CACHE if set; False: none.
@@ -246,6 +270,7 @@ class Client:
                 recording=self._recording,
                 replay_speed=self.replay_speed,
                 scrub_bytes=self._scrubber.scrub_bytes,
+                http=self.http,
             )
         return http
 
