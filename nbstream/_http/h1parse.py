@@ -49,6 +49,8 @@ _TOKEN = rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+"
 _STATUS = re.compile(rb"HTTP/1\.([01]) ([0-9]{3})(?: ([\t\x20-\x7e\x80-\xff]*))?")
 _FIELD = re.compile(rb"(" + _TOKEN + rb"):[ \t]*([^\x00\r\n\x0b\x0c]*?)[ \t]*")
 _CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]+)[ \t]*(?:;[^\r\n]*)?")
+# a whole chunk-size line, as most are (the fast path: a chunk at a time in one match)
+_CHUNK_LINE = re.compile(rb"([0-9A-Fa-f]{1,15})[ \t]*(?:;[^\r\n]*)?\r?\n")
 _DIGITS = re.compile(rb"[0-9]+")
 _HEAD_END = re.compile(rb"\n\r?\n")
 _NAME = re.compile(_TOKEN.decode())
@@ -302,7 +304,20 @@ class Dechunker:
         buf = self._head + block if self._head else block
         self._head = b""
         pos, end = 0, len(buf)
+        line_at, append = _CHUNK_LINE.match, out.append
         while pos < end:
+            if not self._left and not self._crlf and self._trailer is None:
+                # the usual case: whole chunks, each with its line and CRLF, in one go
+                while (m := line_at(buf, pos)) is not None:
+                    start = m.end()
+                    stop = start + int(m.group(1), 16)
+                    if stop == start or not buf.startswith(b"\r\n", stop):
+                        break
+                    append(buf[start:stop])
+                    pos = stop + 2
+                if pos >= end:
+                    break
+                # a cut chunk, the last one, or a bad line: step by step, below
             if self._left:
                 stop = min(end, pos + self._left)
                 out.append(buf[pos:stop] if pos or stop < end else buf)
@@ -327,7 +342,7 @@ class Dechunker:
                         raise _fail(f"a {what} line is longer than {MAX_LINE} bytes")
                     self._head = buf[pos:]
                     break
-                line = buf[pos : eol - 1 if buf[eol - 1 : eol] == b"\r" else eol]
+                line = buf[pos : eol - 1 if eol > pos and buf[eol - 1] == 13 else eol]
                 pos = eol + 1
                 if self._trailer is not None:
                     if self._trailed(line):
