@@ -36,14 +36,10 @@ from collections.abc import AsyncIterator
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-# httpx2 imports its transport stack on first use. Importing it here instead moves that
-# from the first request to ``import nbstream`` (measured: the first request in a fresh
-# process was ~30 ms slower than a warm one; bench/engine.py).
-import anyio._backends._asyncio  # noqa: F401
-import h11  # noqa: F401
-import httpcore2  # noqa: F401
+# httpx2 imports its transport stack (httpcore2, h11, anyio: ~60 of ~250 ms of
+# ``import nbstream`` on a loaded machine) when a client first uses it; h1 needs none
+# of it, so it is no longer imported with nbstream.
 import httpx2
-import sniffio  # noqa: F401
 
 from .._core.secrets import Scrubber
 from .h1 import H1
