@@ -25,6 +25,7 @@ __all__ = ["KEEPALIVE_S", "MAX_IDLE", "Conn", "Origin", "Pool"]
 
 log = logging.getLogger("nbstream.http")
 
+READ_SIZE = 64 * 1024  # the most one socket read takes (asyncio's own reads: 256 KiB)
 HIGH_WATER = 256 * 1024  # body bytes held before the socket is no longer read
 KEEPALIVE_S = 5.0  # an idle connection older than this is closed, not reused
 MAX_IDLE = 128  # idle connections kept per origin
@@ -34,16 +35,20 @@ SSL_SHUTDOWN_S = 2.0  # closing an idle TLS connection politely, at most this lo
 Origin = tuple[str, str, int]  # scheme, host, port
 
 
-class Conn(asyncio.Protocol):
+class Conn(asyncio.BufferedProtocol):
     """One connection: buffers what the server sends while a request is in flight and
-    wakes the reader; anything it sends in between makes the connection unusable."""
+    wakes the reader; anything it sends in between makes the connection unusable.
+
+    The socket is read into one buffer of the pool's (``READ_SIZE``) and each read
+    copied out at once, so a read holds 64 KiB at most: asyncio's own reads allocate
+    256 KiB each, which was most of a stream's peak memory (bench/engine.py)."""
 
     def __init__(self, pool: Pool, origin: Origin) -> None:
         self.pool = pool
         self.origin = origin
         self.loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
-        self.buf: list[bytes] = []
+        self.buf: deque[bytes] = deque()
         self.size = 0
         self.waiter: asyncio.Future[None] | None = None
         self.write_waiter: asyncio.Future[None] | None = None
@@ -64,7 +69,13 @@ class Conn(asyncio.Protocol):
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
 
-    def data_received(self, data: bytes) -> None:
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self.pool.view  # shared: each read is copied out before the next one
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self._received(bytes(self.pool.view[:nbytes]))
+
+    def _received(self, data: bytes) -> None:
         if not self.busy:  # nothing was asked: a server that talks out of turn
             self.abort()
             return
@@ -135,7 +146,7 @@ class Conn(asyncio.Protocol):
             self.write_waiter = None
 
     async def read(self) -> bytes:
-        """What the server sent since the last read; b"" once it closed."""
+        """The next read of what the server sent; b"" once it closed."""
         if not self.buf:
             if self.eof:
                 return b""
@@ -146,10 +157,8 @@ class Conn(asyncio.Protocol):
                 self.waiter = None
             if not self.buf:
                 return b""
-        buf = self.buf
-        data = buf[0] if len(buf) == 1 else b"".join(buf)
-        buf.clear()
-        self.size = 0
+        data = self.buf.popleft()  # one read at a time: no joining, no copy
+        self.size -= len(data)
         if self.paused and self.transport is not None:
             self.paused = False
             self.transport.resume_reading()
@@ -200,6 +209,7 @@ class Pool:
         self.conns: set[Conn] = set()
         self.waiters: deque[tuple[Origin, asyncio.Future[Conn | None]]] = deque()
         self.closed = False
+        self.view = memoryview(bytearray(READ_SIZE))  # every connection reads here
 
     async def acquire(self, origin: Origin, *, fresh: bool = False) -> Conn:
         idle = self.idle.get(origin)
