@@ -19,6 +19,9 @@ from nbstream import APITimeoutError, Client, TextDelta, Timeouts, Turn
 from tests.clientkit import MODES, STOP_WITHIN, chat, client_for, wait_stalled
 from tests.loopback import Gate, LoopbackServer, Reply, openai_chunks
 
+# every test here runs on nbstream's own HTTP/1.1 client and on httpx2
+pytestmark = pytest.mark.usefixtures("http")
+
 
 def events(datas: list[str]) -> bytes:
     return "".join(f"data: {d}\n\n" for d in datas).encode()

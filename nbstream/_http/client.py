@@ -55,6 +55,9 @@ class Client:
     ``context_budget``: the tokens (estimated) that the objects of one message may take
     as text, e.g. a DataFrame in ``chat(["Describe", df])`` (``NBSTREAM_CONTEXT_BUDGET``,
     else 2000).
+    ``http`` (or ``NBSTREAM_HTTP``): which HTTP client sends the requests: ``"auto"``
+    (the default: nbstream's own HTTP/1.1 client, or httpx2 where a proxy or
+    record/replay needs it), ``"httpx2"`` (always httpx2) or ``"h1"``.
 
     >>> client = Client(base_url="http://127.0.0.1:8000/v1", model="m")
     >>> turn = client.chat("Hello")  # doctest: +SKIP
@@ -84,6 +87,7 @@ class Client:
         prefill_params: dict[str, Any] | None = None,
         cache: str | os.PathLike[str] | bool | None = None,
         context_budget: int | None = None,
+        http: str | None = None,
     ) -> None:
         self.settings = resolve(base_url, model, api, api_key)
         self.timeouts = Timeouts.of(timeout)
@@ -101,6 +105,12 @@ class Client:
             replay_speed = float(env.get("NBSTREAM_REPLAY_SPEED") or 1.0)
         self.replay_speed = replay_speed
         self.max_connections = max_connections
+        self.http = args.http_choice(http, env.get("NBSTREAM_HTTP"))
+        if self.http == "h1" and (self.record or self._recording is not None):
+            raise ConfigurationError(
+                "Client(http='h1') cannot record or replay: recording and replay go "
+                "through httpx2. Leave http unset (or 'auto') with record/replay."
+            )
         # The reply cache (an nbstream store): a request found there is answered from
         # it, marked turn.extra["cached"]; complete replies are added to it. None:
         # NBSTREAM_CACHE if set; False: none.
@@ -167,6 +177,7 @@ class Client:
                 recording=self._recording,
                 replay_speed=self.replay_speed,
                 scrub_bytes=self._scrubber.scrub_bytes,
+                http=self.http,
             )
         return http
 

@@ -14,11 +14,19 @@ from .._core.recovery import Recover
 from .._core.secrets import check_key
 from ..middleware import Middleware
 from .runner import Entry
+from .transport import HTTP_CHOICES, HttpChoice
 
 if TYPE_CHECKING:
     from .client import Client
 
-__all__ = ["checked_headers", "entries", "middleware", "recover", "secret_headers"]
+__all__ = [
+    "checked_headers",
+    "entries",
+    "http_choice",
+    "middleware",
+    "recover",
+    "secret_headers",
+]
 
 
 _SECRET_HEADER = re.compile(r"auth|key|token|secret|cookie|session", re.IGNORECASE)
@@ -111,3 +119,17 @@ def secret_headers(headers: dict[str, str]) -> list[str]:
         if _SECRET_HEADER.search(name):
             out += [value, value.partition(" ")[2]]
     return [v for v in out if v]
+
+
+def http_choice(arg: str | None, env: str | None) -> HttpChoice:
+    """``Client(http=...)``, else ``NBSTREAM_HTTP``, else ``"auto"``."""
+    value, where = (arg, "Client(http=...)") if arg else (env, "NBSTREAM_HTTP")
+    value = (value or "auto").strip().lower()
+    for choice in HTTP_CHOICES:
+        if value == choice:
+            return choice
+    raise ConfigurationError(
+        f"{where} is {value!r}: use 'auto' (nbstream's own HTTP/1.1 client unless a "
+        "proxy or record/replay needs httpx2), 'httpx2' (always httpx2) or 'h1' "
+        "(always nbstream's own)."
+    )
