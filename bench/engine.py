@@ -55,32 +55,51 @@ from nbstream._core.pipeline import Pipeline
 from nbstream._core.providers import provider_for
 from nbstream._core.sse import SSEDecoder
 from nbstream._core.transcript import Request, Turn
+from nbstream._http.settings import Timeouts
+from nbstream._http.transport import HTTP
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 API_KEY = "sk-bench"
 PROMPT = "hi"
 
-NB_ASYNC = "nbstream achat"
-NB_SYNC = "nbstream chat (sync)"
+NB_ASYNC = "nbstream achat (h1)"
+NB_SYNC = "nbstream chat (sync, h1)"
+NB_ASYNC_HTTPX = "nbstream achat (httpx2)"
+NB_SYNC_HTTPX = "nbstream chat (sync, httpx2)"
+NBSTREAMS = (NB_ASYNC, NB_SYNC, NB_ASYNC_HTTPX, NB_SYNC_HTTPX)
 OPENAI = "openai SDK create(stream=True)"
 HTTPX = "httpx2 + EventSource + json"
 HTTPX_ORJSON = "httpx2 bytes + orjson"
 RAW_ORJSON = "asyncio + own dechunking + orjson"
 FLOOR = "floor: httpx2 aiter_bytes, no parsing"
-CONTENDERS = (NB_ASYNC, NB_SYNC, OPENAI, HTTPX, HTTPX_ORJSON, RAW_ORJSON, FLOOR)
+FLOOR_H1 = "floor: nbstream h1 body(), no parsing"
+CONTENDERS = (
+    *NBSTREAMS,
+    OPENAI,
+    HTTPX,
+    HTTPX_ORJSON,
+    RAW_ORJSON,
+    FLOOR,
+    FLOOR_H1,
+)
 LADDER_DECODER = "httpx2 bytes + nbstream SSEDecoder + orjson"
 LADDER_PARSER = "httpx2 bytes + nbstream SSEDecoder + openai parser"
 LADDER_PIPELINE = "httpx2 bytes + nbstream Pipeline (+ accumulator, turn)"
-# From httpx2 alone to the whole nbstream client, one piece of nbstream at a time.
+# From httpx2 alone to the whole nbstream client, one piece of nbstream at a time;
+# then the same client on h1, from h1's own floor.
 LADDER = (
     FLOOR,
     HTTPX_ORJSON,
     LADDER_DECODER,
     LADDER_PARSER,
     LADDER_PIPELINE,
+    NB_ASYNC_HTTPX,
+    FLOOR_H1,
     NB_ASYNC,
 )
+# the row each ladder step is counted from (the row above, unless said here)
+LADDER_FROM = {FLOOR_H1: FLOOR, NB_ASYNC: FLOOR_H1}
 
 # Targets from the issue.
 TARGET_US_PER_CHUNK = 15.0
@@ -287,14 +306,19 @@ class Contenders:
         self.headers = {"x-bench-chunks": str(n), "x-bench-framing": framing}
         if pace:
             self.headers["x-bench-pace"] = repr(pace)
-        self.nb = nbstream.Client(
-            base_url=base_url,
-            model=MODEL,
-            api_key=API_KEY,
-            headers=self.headers,
-            max_retries=0,
-            keep_raw_events=keep_raw_events,
+        self.nb, self.nb_httpx = (
+            nbstream.Client(
+                base_url=base_url,
+                model=MODEL,
+                api_key=API_KEY,
+                headers=self.headers,
+                max_retries=0,
+                keep_raw_events=keep_raw_events,
+                http=http,
+            )
+            for http in ("h1", "httpx2")
         )
+        self.h1: HTTP | None = None  # the h1 floor's connections (built on the loop)
         self.oai = openai.AsyncOpenAI(
             base_url=base_url,
             api_key=API_KEY,
@@ -310,6 +334,13 @@ class Contenders:
 
     def nb_chat(self) -> str:
         return self.nb.chat(PROMPT).text
+
+    async def nb_achat_httpx(self) -> str:
+        turn = await self.nb_httpx.achat(PROMPT)
+        return turn.text
+
+    def nb_chat_httpx(self) -> str:
+        return self.nb_httpx.chat(PROMPT).text
 
     async def openai_sdk(self) -> str:
         parts: list[str] = []
@@ -457,10 +488,28 @@ class Contenders:
                 size += len(data)
         return self.expected if size == self.body_size else f"{size} bytes"
 
+    async def floor_h1(self) -> str:
+        """nbstream's own HTTP/1.1 client reading the body (its fast path) and
+        throwing it away: what h1 costs, as ``floor`` is what httpx2 costs."""
+        size = 0
+        url, body, headers = self._request()
+        if self.h1 is None:
+            self.h1 = HTTP(self.base_url, Timeouts(), http="h1")
+        response = await self.h1.send(url, body, headers)
+        try:
+            async for data in response.body():
+                size += len(data)
+        finally:
+            await response.aclose()
+        return self.expected if size == self.body_size else f"{size} bytes"
+
     def runner(self, name: str) -> Runner:
         runners: dict[str, Runner] = {
             NB_ASYNC: self.nb_achat,
             NB_SYNC: self.nb_chat,
+            NB_ASYNC_HTTPX: self.nb_achat_httpx,
+            NB_SYNC_HTTPX: self.nb_chat_httpx,
+            FLOOR_H1: self.floor_h1,
             OPENAI: self.openai_sdk,
             HTTPX: self.httpx_es,
             HTTPX_ORJSON: self.httpx_orjson,
@@ -473,8 +522,11 @@ class Contenders:
         return runners[name]
 
     async def aclose(self) -> None:
-        await self.nb.aclose()
-        self.nb.close()
+        for nb in (self.nb, self.nb_httpx):
+            await nb.aclose()
+            nb.close()
+        if self.h1 is not None:
+            await self.h1.aclose()
         await self.oai.close()
         await self.http.aclose()
         if self.raw is not None:
@@ -661,27 +713,38 @@ def memory(
 ) -> dict[str, Any]:
     """tracemalloc growth over one request of ``n`` chunks, reply text included.
 
-    ``who``: "nbstream", "nbstream keep_raw_events", "httpx2 + EventSource", or
-    "floor" (httpx2 reading the body and keeping nothing: the HTTP layer's share).
+    ``who``: "nbstream" (on h1), "nbstream (httpx2)", "nbstream keep_raw_events",
+    "httpx2 + EventSource", or a floor: "floor" (httpx2 reading the body and keeping
+    nothing: the HTTP layer's share), "floor: h1" (the same on h1).
     """
     keep_raw = who == "nbstream keep_raw_events"
     c = Contenders(base_url, n, framing, keep_raw_events=keep_raw)
     holder: list[object] = []
+    plain = {
+        "httpx2 + EventSource": c.httpx_es,
+        "floor": c.floor,
+        "floor: h1": c.floor_h1,
+    }
 
     async def once() -> str:
-        if who in ("httpx2 + EventSource", "floor"):
-            text = await (c.httpx_es() if who != "floor" else c.floor())
+        if who in plain:
+            text = await plain[who]()
             holder.append(text)
             return text
-        turn = await c.nb.achat(PROMPT)
+        nb = c.nb_httpx if who == "nbstream (httpx2)" else c.nb
+        turn = await nb.achat(PROMPT)
         holder.append(turn)  # the turn is what the user keeps
         return turn.text  # and reading the text once is part of the request
 
-    async def warm() -> None:  # a 1-chunk request (the body field beats the header)
-        await c.nb.achat(PROMPT, x_bench_chunks=1)
+    async def warm() -> None:  # 1-chunk requests (the body field beats the header)
+        for nb in (c.nb, c.nb_httpx):
+            await nb.achat(PROMPT, x_bench_chunks=1)
         url, body, headers = c._request()
         body["x_bench_chunks"] = 1
         (await c.http.post(url, json=body, headers=headers)).raise_for_status()
+        c.h1 = HTTP(c.base_url, Timeouts(), http="h1")
+        response = await c.h1.send(url, body, headers)
+        await response.read(1 << 20)
 
     bench.runner.run(warm())  # the connection pools exist before we trace
     gc.collect()
@@ -720,11 +783,9 @@ _COLD_NBSTREAM = textwrap.dedent(
     t0 = time.perf_counter()
     import nbstream
     t1 = time.perf_counter()
-    if sys.argv[3] == "preimport":  # what if nbstream imported its transport eagerly
-        import anyio._backends._asyncio, h11, httpcore2
     t2 = time.perf_counter()
     client = nbstream.Client(base_url=sys.argv[1], model="gpt-4o-mini",
-                             api_key="sk-bench",
+                             api_key="sk-bench", http=sys.argv[3],
                              headers={"x-bench-chunks": sys.argv[2]})
     times = []
     for _ in range(4):
@@ -848,12 +909,15 @@ def ladder(bench: Bench, base_url: str, n: int, framing: str, rounds: int) -> st
         "| step | CPU µs per chunk | + |",
         "|---|---|---|",
     ]
-    prev: float | None = None
+    prev: str | None = None
     for name in LADDER:
         med = _median(samples[name])
-        step = "" if prev is None else f"{med - prev:+.1f}"
+        base = LADDER_FROM.get(name, prev)
+        step = "" if base is None else f"{med - _median(samples[base]):+.1f}"
+        if name in LADDER_FROM:
+            step += f" (from {LADDER_FROM[name].split(':')[0]})"
         lines.append(f"| {name} | {med:.1f} ({min(samples[name]):.1f}) | {step} |")
-        prev = med
+        prev = name
     return "\n".join(lines)
 
 
@@ -964,8 +1028,8 @@ def table(result: dict[str, Any]) -> str:
         "|---|---|---|---|---|",
     ]
     rows = (
-        ("nbstream chat", "cold_nbstream"),
-        ("nbstream chat, transport pre-imported (what-if)", "cold_nbstream_preimport"),
+        ("nbstream chat (h1)", "cold_nbstream"),
+        ("nbstream chat (httpx2)", "cold_nbstream_httpx2"),
         ("openai SDK", "cold_openai"),
     )
     for name, key in rows:
@@ -1001,21 +1065,26 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
                 "target": f"nbstream < {TARGET_US_PER_CHUNK:g} µs CPU per chunk "
                 f"({framing} framing, {_label(big)})",
                 "measured": f"{at[NB_ASYNC]:.1f} async, {at[NB_SYNC]:.1f} sync "
-                f"(httpx2 + EventSource {at[HTTPX]:.1f}, openai SDK "
-                f"{at[OPENAI]:.0f}, floor {at[FLOOR]:.1f})",
+                f"(on httpx2 {at[NB_ASYNC_HTTPX]:.1f} / {at[NB_SYNC_HTTPX]:.1f}; "
+                f"httpx2 + EventSource {at[HTTPX]:.1f}, openai SDK "
+                f"{at[OPENAI]:.0f}, floors: httpx2 {at[FLOOR]:.1f}, h1 "
+                f"{at[FLOOR_H1]:.1f})",
                 "met": max(at[NB_ASYNC], at[NB_SYNC]) < TARGET_US_PER_CHUNK,
             }
         )
     at = med[_g("event", big)]
     vs = result["vs_httpx_orjson"]["event"]
+    raw = result["vs_raw_orjson"]["event"]
     out.append(
         {
             "target": f"nbstream <= {TARGET_VS_ORJSON:g}x httpx2 bytes + orjson "
             f"(event framing, {_label(big)})",
             "measured": f"{vs[NB_ASYNC]:.2f}x async, {vs[NB_SYNC]:.2f}x sync, the "
             f"median of per-round ratios ({at[NB_ASYNC]:.1f} and {at[NB_SYNC]:.1f} "
-            f"against {at[HTTPX_ORJSON]:.1f} µs; asyncio + own dechunking + orjson "
-            f"{at[RAW_ORJSON]:.1f})",
+            f"against {at[HTTPX_ORJSON]:.1f} µs). On httpx2: "
+            f"{vs[NB_ASYNC_HTTPX]:.2f}x / {vs[NB_SYNC_HTTPX]:.2f}x. Against asyncio "
+            f"+ own dechunking + orjson ({at[RAW_ORJSON]:.1f} µs): "
+            f"{raw[NB_ASYNC]:.2f}x / {raw[NB_SYNC]:.2f}x",
             "met": max(vs[NB_ASYNC], vs[NB_SYNC]) <= TARGET_VS_ORJSON,
         }
     )
@@ -1124,7 +1193,16 @@ def run(plan: Plan, log: Callable[[str], None]) -> dict[str, Any]:
                 name: _paired_ratio(
                     samples[_g(f, big)][name], samples[_g(f, big)][HTTPX_ORJSON]
                 )
-                for name in (NB_ASYNC, NB_SYNC)
+                for name in NBSTREAMS
+            }
+            for f in FRAMINGS
+        }
+        result["vs_raw_orjson"] = {
+            f: {
+                name: _paired_ratio(
+                    samples[_g(f, big)][name], samples[_g(f, big)][RAW_ORJSON]
+                )
+                for name in NBSTREAMS
             }
             for f in FRAMINGS
         }
@@ -1154,19 +1232,16 @@ def run(plan: Plan, log: Callable[[str], None]) -> dict[str, Any]:
             mem.append(memory(bench, base_url, small, "event", who))
         if big != small:
             mem.append(memory(bench, base_url, big, "event", "nbstream"))
-        mem.append(memory(bench, base_url, big, "event", "floor"))
+        for who in ("nbstream (httpx2)", "floor", "floor: h1"):
+            mem.append(memory(bench, base_url, big, "event", who))
         result["memory"] = mem
 
         log(f"cold start: {plan.cold_processes} fresh processes")
         result["cold_nbstream"] = cold_start(
-            _COLD_NBSTREAM, base_url, plan.cold_chunks, plan.cold_processes, "plain"
+            _COLD_NBSTREAM, base_url, plan.cold_chunks, plan.cold_processes, "auto"
         )
-        result["cold_nbstream_preimport"] = cold_start(
-            _COLD_NBSTREAM,
-            base_url,
-            plan.cold_chunks,
-            plan.cold_processes,
-            "preimport",
+        result["cold_nbstream_httpx2"] = cold_start(
+            _COLD_NBSTREAM, base_url, plan.cold_chunks, plan.cold_processes, "httpx2"
         )
         result["cold_openai"] = cold_start(
             _COLD_OPENAI, base_url, plan.cold_chunks, plan.openai_cold_processes

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from . import middleware as middleware  # nbstream.middleware.Logging(), RateLimit(…)
 from ._core.errors import (
     APIConnectionError,
     APIError,
@@ -18,6 +19,7 @@ from ._core.errors import (
     APITimeoutError,
     ConfigurationError,
     EventTooLargeError,
+    ImageTooLargeError,
     InternalError,
     NbstreamError,
     NotAStreamError,
@@ -119,6 +121,7 @@ __all__ = [
     "Event",
     "EventTooLargeError",
     "Finish",
+    "ImageTooLargeError",
     "InternalError",
     "Job",
     "Meta",

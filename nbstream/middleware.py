@@ -31,12 +31,16 @@ responses and endings pass ``b`` then ``a``. A hook that raises ends the turn as
 ...         return event
 >>> client = Client(base_url="http://127.0.0.1:8000/v1", middleware=[Shout()])  # doctest: +SKIP
 
-Built in: ``Logging`` (one line per request at INFO, every event at DEBUG).
+Built in: ``Logging`` (one line per request at INFO, every event at DEBUG) and
+``RateLimit`` (requests and tokens per minute, and what servers say about their limits).
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
+import threading
 import time
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
@@ -44,6 +48,7 @@ from typing import Any
 
 from ._core.errors import NbstreamError
 from ._core.events import ErrorEvent, Event
+from ._core.ratelimit import RateLimiter, parse_retry_after
 from ._core.transcript import Turn
 
 __all__ = [
@@ -52,6 +57,7 @@ __all__ = [
     "Middleware",
     "MiddlewareError",
     "Outgoing",
+    "RateLimit",
 ]
 
 
@@ -182,3 +188,66 @@ class Logging(Middleware):
             tokens,
             turn.finish_reason,
         )
+
+
+class RateLimit(Middleware):
+    """Keeps a client's requests under ``rpm`` requests and ``tpm`` tokens a minute,
+    spread evenly (no burst of a minute's budget at the start), and honours what the
+    server says: ``retry-after`` on a 429 or 529 pauses every request, and
+    ``x-ratelimit-*`` / ``anthropic-ratelimit-*`` headers slow them down as the budget
+    left runs low. The policy is ``nbstream``'s rate limiter, the one ``nbstream.batch``
+    uses.
+
+    One instance is one budget: give the same instance to every client that shares an
+    account's limits.
+
+    >>> client = Client(middleware=[RateLimit(rpm=500, tpm=200_000)])  # doctest: +SKIP
+
+    A request's tokens are reserved before it is sent (its input, estimated from its
+    size, plus ``max_tokens`` or the average reply so far) and settled with the real
+    usage when it ends.
+    """
+
+    def __init__(self, rpm: float | None = None, tpm: float | None = None) -> None:
+        self.limiter = RateLimiter(rpm=rpm, tpm=tpm)
+        self._lock = threading.Lock()  # sync calls and async ones run on two loops
+
+    def __repr__(self) -> str:
+        return f"RateLimit(rpm={self.limiter.rpm}, tpm={self.limiter.tpm})"
+
+    async def before_request(self, request: Outgoing) -> None:
+        body = request.body
+        out = body.get("max_tokens") or body.get("max_completion_tokens")
+        size = len(json.dumps(body.get("messages", ""), ensure_ascii=False))
+        cost = self.limiter.reserve_for(size / 4, out if isinstance(out, int) else None)
+        while True:
+            with self._lock:
+                now = time.monotonic()
+                wait = self.limiter.delay(now, cost)
+                if wait <= 0:
+                    self.limiter.start(now, cost)
+                    break
+            await asyncio.sleep(wait)
+        request.state["ratelimit"] = (cost, time.monotonic())
+
+    def on_response(self, request: Outgoing, response: Incoming) -> None:
+        now, wall = time.monotonic(), time.time()
+        with self._lock:
+            self.limiter.observe(now, response.status, response.headers, wall)
+            if response.status in (429, 529):
+                sent = request.state.get("ratelimit", (0.0, None))[1]
+                after = parse_retry_after(response.headers, wall)
+                self.limiter.rate_limited(now, after, sent_at=sent)
+            elif 200 <= response.status < 300:
+                self.limiter.succeeded()
+
+    def after(self, request: Outgoing, turn: Turn, error: NbstreamError | None) -> None:
+        reserved = request.state.get("ratelimit", (None, None))[0]
+        if reserved is None:
+            return
+        u = turn.usage
+        used = output = None
+        if u is not None and u.input_tokens is not None and u.output_tokens is not None:
+            used, output = u.input_tokens + u.output_tokens, u.output_tokens
+        with self._lock:
+            self.limiter.settle(reserved, used, output)

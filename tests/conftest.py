@@ -40,14 +40,24 @@ def api_of(name: str) -> str:
 def _clean_env(
     monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
-    """Tests never see the developer's own keys, endpoints or local model server."""
+    """Tests never see the developer's own keys, endpoints or local model server.
+    ``NBSTREAM_HTTP`` stays: ``NBSTREAM_HTTP=httpx2 pytest`` runs the suite on httpx2."""
     for var in list(os.environ):
-        if (
-            var.startswith(("NBSTREAM_", "OPENAI_", "ANTHROPIC_"))
-            and var != "NBSTREAM_FIXTURES"
+        if var.startswith(("NBSTREAM_", "OPENAI_", "ANTHROPIC_")) and var not in (
+            "NBSTREAM_FIXTURES",
+            "NBSTREAM_HTTP",
         ):
             monkeypatch.delenv(var)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
+
+
+@pytest.fixture(params=["h1", "httpx2"])
+def http(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Runs a test once on each HTTP client nbstream can use: its own HTTP/1.1 client
+    and httpx2 (``NBSTREAM_HTTP``; ``pytestmark = pytest.mark.usefixtures("http")``
+    runs a whole module on both)."""
+    monkeypatch.setenv("NBSTREAM_HTTP", request.param)
+    return str(request.param)
 
 
 @pytest.fixture

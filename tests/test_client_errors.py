@@ -30,6 +30,9 @@ from tests.clientkit import (
 from tests.conftest import STREAMS, expected
 from tests.loopback import DROP, LoopbackServer, Reply, openai_chunks
 
+# every test here runs on nbstream's own HTTP/1.1 client and on httpx2
+pytestmark = pytest.mark.usefixtures("http")
+
 # -- non-2xx answers ----------------------------------------------------------------------
 
 CASES = [

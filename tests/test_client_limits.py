@@ -19,6 +19,9 @@ from nbstream import APITimeoutError, Client, TextDelta, Timeouts, Turn
 from tests.clientkit import MODES, STOP_WITHIN, chat, client_for, wait_stalled
 from tests.loopback import Gate, LoopbackServer, Reply, openai_chunks
 
+# every test here runs on nbstream's own HTTP/1.1 client and on httpx2
+pytestmark = pytest.mark.usefixtures("http")
+
 
 def events(datas: list[str]) -> bytes:
     return "".join(f"data: {d}\n\n" for d in datas).encode()
@@ -286,7 +289,8 @@ def test_the_magics_keep_a_few_clients_and_close_the_ones_they_drop(
 ) -> None:
     """Each change of %%chat settings used to leave a client (and its connections)
     behind for good: the magics keep the recently used ones and close the rest."""
-    from nbstream._notebook.magics import MAX_CLIENTS, ChatMagics
+    from nbstream._notebook.cell_clients import MAX_CLIENTS
+    from nbstream._notebook.magics import ChatMagics
 
     with LoopbackServer(keep_alive=True) as srv:
         srv.enqueue(Reply.events(openai_chunks(["Hello"])))

@@ -26,6 +26,9 @@ from tests.clientkit import (
 )
 from tests.loopback import STALL, LoopbackServer, Reply
 
+# every test here runs on nbstream's own HTTP/1.1 client and on httpx2
+pytestmark = pytest.mark.usefixtures("http")
+
 
 def _error(status: int, **headers: str) -> Reply:
     return Reply.json(status, {"error": {"message": f"status {status}"}}, headers)

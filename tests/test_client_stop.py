@@ -30,6 +30,9 @@ from tests.clientkit import (
 )
 from tests.loopback import LoopbackServer, Reply
 
+# every test here runs on nbstream's own HTTP/1.1 client and on httpx2
+pytestmark = pytest.mark.usefixtures("http")
+
 WORDS = ["Once", " upon", " a"]
 PARTIAL = "Once upon a"
 

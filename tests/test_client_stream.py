@@ -14,6 +14,9 @@ from tests.clientkit import KEY, MODES, chat, client_for, collect, last, ok_repl
 from tests.conftest import STREAMS
 from tests.loopback import Gate, LoopbackServer, Reply, openai_chunks
 
+# every test here runs on nbstream's own HTTP/1.1 client and on httpx2
+pytestmark = pytest.mark.usefixtures("http")
+
 # -- events arrive live ----------------------------------------------------------------
 
 

@@ -4,6 +4,7 @@ dropping events, seeing the end, failing, sync/async parity, and the built-in Lo
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 from typing import Any
 
@@ -206,3 +207,67 @@ def test_middleware_that_is_not_one_fails_when_configured() -> None:
 
     with pytest.raises(ConfigurationError, match="Middleware"):
         Client(base_url="http://127.0.0.1:1/v1", middleware=[object()])  # type: ignore[list-item]
+
+
+# -- RateLimit ------------------------------------------------------------------------
+
+
+def _arrivals(server: LoopbackServer) -> list[float]:
+    return sorted(r.received_at for r in server.requests)
+
+
+def test_rate_limit_spreads_requests_evenly(server: LoopbackServer) -> None:
+    """rpm=300 is one request every 0.2 s: eight at once arrive spaced, not in a burst."""
+    from nbstream.middleware import RateLimit
+
+    n = 8
+    server.enqueue(*[Reply.events(openai_chunks(["ok"])) for _ in range(n)])
+    client = client_for(server, middleware=[RateLimit(rpm=300)])
+
+    async def main() -> list[str]:
+        try:
+            turns = await asyncio.gather(*[client.achat("Hi") for _ in range(n)])
+            return [t.text for t in turns]
+        finally:
+            await client.aclose()
+
+    assert asyncio.run(main()) == ["ok"] * n
+    at = _arrivals(server)
+    gaps = [b - a for a, b in itertools.pairwise(at)]
+    assert min(gaps) > 0.15, gaps  # 60 / 300 = 0.2 s, less the 2 % headroom and jitter
+    # and in no one-second window more than rpm / 60 (+1 for the window's edges)
+    assert max(sum(1 for t in at if s <= t < s + 1.0) for s in at) <= 6
+
+
+def test_rate_limit_pauses_everything_after_a_429_with_retry_after(
+    server: LoopbackServer,
+) -> None:
+    from nbstream.middleware import RateLimit
+
+    server.enqueue(
+        Reply.json(429, {"error": {"message": "slow down"}}, {"retry-after": "0.6"}),
+        Reply.events(openai_chunks(["ok"])),
+    )
+    client = client_for(server, middleware=[RateLimit()], max_retries=0)
+    with pytest.raises(APIStatusError):
+        client.chat("Hi")
+    assert client.chat("Hi").text == "ok"  # another request: it waited for the pause
+    first, second = _arrivals(server)
+    assert second - first >= 0.55
+
+
+def test_rate_limit_honours_an_exhausted_budget_in_the_headers(
+    server: LoopbackServer,
+) -> None:
+    from nbstream.middleware import RateLimit
+
+    spent = Reply.events(openai_chunks(["a"]))
+    spent.headers.update(
+        {"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "600ms"}
+    )
+    server.enqueue(spent, Reply.events(openai_chunks(["b"])))
+    client = client_for(server, middleware=[RateLimit()])
+    assert client.chat("Hi").text == "a"
+    assert client.chat("Hi").text == "b"
+    first, second = _arrivals(server)
+    assert second - first >= 0.55

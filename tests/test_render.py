@@ -34,7 +34,9 @@ from nbstream._core.pipeline import Pipeline
 from nbstream._core.pricing import format_usd
 from nbstream._core.transcript import Api
 from nbstream._http.conversation import Conversation
-from nbstream._notebook.magics import _batch_bundle, _history_html, _history_text
+from nbstream._notebook.cell_output import batch_bundle as _batch_bundle
+from nbstream._notebook.cell_output import history_html as _history_html
+from nbstream._notebook.cell_output import history_text as _history_text
 from nbstream._notebook.render import (
     final_bundle,
     readout,

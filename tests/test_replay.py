@@ -163,3 +163,29 @@ def test_environment_switches_replay_on(
     before = len(server.requests)
     assert Client(base_url=server.base_url, model="m").chat("hi").text == " recorded"
     assert len(server.requests) == before  # answered from the file
+
+
+def test_a_stream_that_broke_is_recorded_and_replays_the_same_break(
+    server: LoopbackServer, tmp_path: Path
+) -> None:
+    """A recording keeps where the connection dropped; replay drops it there too, so a
+    recovery can be replayed offline exactly as it happened."""
+    from nbstream import APIConnectionError
+    from tests.loopback import DROP
+
+    rec = tmp_path / "broken.jsonl"
+    reply = Reply.events(openai_chunks([" Once", " upon"], finish=None, done=False))
+    reply.chunks.append(DROP)
+    server.enqueue(reply)
+    client = Client(base_url=server.base_url, model="m", record=rec, max_retries=0)
+    with pytest.raises(APIConnectionError) as live:
+        client.chat("Tell me a story")
+    client.close()
+    (ex,) = Recording.load(rec).exchanges
+    assert ex.broke is not None and "Error" in ex.broke
+    replayer = Client(base_url=server.base_url, model="m", replay=rec, replay_speed=0)
+    with pytest.raises(APIConnectionError) as again:
+        replayer.chat("Tell me a story")
+    assert again.value.turn is not None and live.value.turn is not None
+    assert again.value.turn.text == live.value.turn.text == " Once upon"
+    assert len(server.requests) == 1  # the replay sent nothing

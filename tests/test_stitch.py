@@ -75,3 +75,10 @@ def test_a_new_sentence_after_an_unfinished_one_keeps_the_words_apart() -> None:
     assert stitch("a house on the", ["Luna was", " curious."])[0] == (
         "a house on the Luna was curious."
     )
+
+
+def test_a_new_sentence_after_punctuation_keeps_a_space() -> None:
+    """What SmolLM2 did in notebooks/recovery.ipynb: "…extinguished," + "The sun …"."""
+    assert stitch("the day was extinguished,", ["The sun", " set."])[0] == (
+        "the day was extinguished, The sun set."
+    )

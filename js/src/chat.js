@@ -10,7 +10,9 @@ import {
 import { subscribe, syncMessages } from "./model_events.js";
 import { readoutText, totalsText } from "./readout.js";
 import { renderTakeover } from "./takeover.js";
+import { StructuredLive } from "./structured.js";
 import { makeScheduler, TextStream } from "./text_stream.js";
+import { thumbnails } from "./thumbnails.js";
 import { Segments, ToolState } from "./tool_blocks.js";
 import "./chat.css";
 
@@ -129,12 +131,22 @@ function render({ model, el }) {
     }
     if (msg.role === "user") {
       n.body.textContent = text; // the user's own words, as typed
+      const thumbs = thumbnails(msg.images); // and the images sent with them
+      if (thumbs) n.body.append(thumbs);
     } else {
       if (blocks && blocks.length) {
         fillWithTools(n, text, blocks, streaming, allowImages);
       } else if (!text && msg.status === "cancelled") {
         n.md.reset();
+        n.structured = null;
         n.body.replaceChildren(h("p", { class: "nbs-note" }, "Stopped before the first token."));
+      } else if (msg.structured) { // response_format=: the value as a table or tree
+        if (!n.structured) {
+          n.md.reset();
+          n.body.replaceChildren();
+          n.structured = new StructuredLive(n.body);
+        }
+        n.structured.paint(text, { final: !streaming, error: msg.parse_error || "" });
       } else if (streaming) {
         n.md.render(text, { allowImages }); // only the last block is re-rendered while it streams
       } else {

@@ -2,6 +2,7 @@
 import { addCopyButtons, handleCopyClicks, LiveMarkdown } from "./markdown.js";
 import { subscribe } from "./model_events.js";
 import { readoutText } from "./readout.js";
+import { StructuredLive } from "./structured.js";
 import { makeScheduler, TextStream } from "./text_stream.js";
 import { renderTakeover } from "./takeover.js";
 import { Segments, ToolState } from "./tool_blocks.js";
@@ -37,11 +38,15 @@ function render({ model, el: host }) {
   const md = new LiveMarkdown(body); // redraws only the last block while streaming
   const tools = new ToolState(); // tool-call blocks (a reply with tools=)
   let segments = null; // once there is a block: the text cut at each call
+  // response_format=: the value so far as a table or tree, parsed from the same text
+  // (with tool calls in the reply, the text is shown as text between them instead)
+  const structured = model.get("structured") ? new StructuredLive(body) : null;
   const answer = (id, ok) => model.send({ type: "approve", id, ok });
   const renderText = () => {
     const opts = { allowImages: !!model.get("allow_images") };
     if (!tools.byKey.size) {
-      md.render(stream.text, opts);
+      if (structured) structured.paint(stream.text);
+      else md.render(stream.text, opts);
       return;
     }
     if (!segments) {
@@ -74,7 +79,9 @@ function render({ model, el: host }) {
     } else if (msg.type === "snapshot") {
       if (msg.readout) live = msg.readout;
       if (msg.tools) tools.reset(msg.tools);
-      if (stream.snapshot(msg) || msg.tools) scheduler.request(true);
+      const replaced = stream.snapshot(msg);
+      if (replaced) structured?.reset(); // the text was replaced: draw the value afresh
+      if (replaced || msg.tools) scheduler.request(true);
     } else if (msg.type === "tool") {
       if (tools.put(msg.block)) scheduler.request(true);
     }

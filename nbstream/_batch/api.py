@@ -13,6 +13,7 @@ import weakref
 from typing import TYPE_CHECKING, Any
 
 from .._core.errors import ConfigurationError
+from .._core.response_format import normalise
 from .engine import Options, Work, engine_for
 from .inputs import build_rows
 from .job import Job
@@ -102,6 +103,10 @@ def batch(
         ray_workers=ray_workers,
         poll_interval=poll_interval,
     )
+    if params.get("response_format") is not None:
+        # a model class is kept as its JSON schema: data, like the rest of the request
+        # (a row's reply is checked against the schema; parsed values are JSON data)
+        params = {**params, "response_format": normalise(params["response_format"])[0]}
     try:
         canonical(params)
     except (TypeError, ValueError) as exc:
@@ -127,6 +132,13 @@ def batch(
             keys.append(None)
             continue
         merged = {**params, **row.params}
+        if row.params.get("response_format") is not None:
+            try:
+                merged["response_format"] = normalise(merged["response_format"])[0]
+            except ConfigurationError as exc:
+                row.error = str(exc)
+                keys.append(None)
+                continue
         m = row.model or the_model
         try:
             key, text = keyed(

@@ -3,6 +3,8 @@
 ```
 NbstreamError                  base of everything below; ``.turn`` holds the turn, if any
 ├── ConfigurationError         bad arguments or settings (unknown api, no model …)
+│   └── ImageTooLargeError     an image over the provider's documented limit, refused
+│                              before anything is sent; ``.limit`` names it
 ├── APIError                   the provider answered, but not with a usable stream
 │   ├── APIStatusError         a non-2xx answer: status, provider message, request id,
 │   │                          retry-after
@@ -37,6 +39,7 @@ __all__ = [
     "APITimeoutError",
     "ConfigurationError",
     "EventTooLargeError",
+    "ImageTooLargeError",
     "InternalError",
     "NbstreamError",
     "NotAStreamError",
@@ -59,6 +62,24 @@ class NbstreamError(Exception):
 
 class ConfigurationError(NbstreamError, ValueError):
     """A setting or argument is wrong; the message says which and how to fix it."""
+
+
+class ImageTooLargeError(ConfigurationError):
+    """An image is over the documented limit of the provider it would go to (its size,
+    its sides, or the images of one request together). Raised before anything is sent;
+    ``limit`` is the limit in words, ``api`` the wire format whose limit it is.
+
+    >>> err = ImageTooLargeError("too big", limit="5 MB an image", api="anthropic")
+    >>> isinstance(err, ValueError), err.limit
+    (True, '5 MB an image')
+    """
+
+    def __init__(
+        self, message: str, *, limit: str, api: str, turn: Turn | None = None
+    ) -> None:
+        super().__init__(message, turn=turn)
+        self.limit = limit
+        self.api = api
 
 
 class APIError(NbstreamError):

@@ -25,9 +25,12 @@ another where the shapes agree.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
-__all__ = ["image", "neutral_calls", "text_of"]
+from .images import label
+
+__all__ = ["image", "neutral_calls", "summary", "text_of"]
 
 
 def image(part: dict[str, Any]) -> tuple[str, str | None, str | None] | None:
@@ -84,3 +87,36 @@ def text_of(content: Any) -> str:
             and isinstance(p.get("text"), str)
         )
     return ""
+
+
+def summary(content: Any) -> str:
+    """A message's content as one readable string: its text, and each image as a short
+    label (``[image/png 640x480, 42 KB]``), never its data.
+
+    >>> summary([{"type": "text", "text": "See"}, {"type": "image", "url": "https://x"}])
+    'See\\n\\n[image at https://x]'
+    """
+    if isinstance(content, str):
+        return content
+    if not isinstance(content, list):
+        return "" if content is None else json.dumps(content, ensure_ascii=False)
+    out: list[str] = []
+    for p in content:
+        if (
+            isinstance(p, dict)
+            and p.get("type") == "text"
+            and isinstance(p.get("text"), str)
+        ):
+            out.append(p["text"])
+        elif isinstance(p, dict) and image(p) is not None:
+            out.append(f"[{label(p)}]")
+        elif isinstance(p, dict) and p.get("type") == "image_url":  # OpenAI's own form
+            url = str((p.get("image_url") or {}).get("url", ""))
+            if url.startswith("data:") and ";base64," in url:
+                media, data = url[5:].split(";base64,", 1)
+                out.append(f"[{label({'media_type': media, 'data': data})}]")
+            else:
+                out.append(f"[{label({'url': url})}]")
+        else:
+            out.append(json.dumps(p, ensure_ascii=False))
+    return "\n\n".join(out)

@@ -213,8 +213,10 @@ def _trim(before: str, head: str) -> str:
         for lead in (w, " " + w):
             if head.startswith(lead) and not head[len(lead) : len(lead) + 1].isalnum():
                 return head[len(lead) :]
-    if tail[-1:].islower() and head[:1].isupper():
+    if (tail[-1:].islower() or tail[-1:] in (",", ".", ";", ":", "!", "?")) and head[
+        :1
+    ].isupper():
         # a model that does not continue mid-sentence starts a new one ("…on the" +
-        # "Luna was …"): keep the words apart
+        # "Luna was …", "…extinguished," + "The sun …"): keep the words apart
         return " " + head
     return head

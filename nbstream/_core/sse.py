@@ -112,28 +112,13 @@ class SSEDecoder:
 
     def feed(self, chunk: bytes) -> list[ServerSentEvent]:
         """Decode the next chunk of the body; returns the events it completed."""
-        if (
+        if not self._event:
             # The common case first: one whole ``data:`` event in one read with
             # nothing pending, as providers flush each event as it is generated.
-            chunk[-2:] == b"\n\n"
-            and chunk[:6] == b"data: "
-            and not self._pending
-            and not self._has_data
-            and not self._at_start
-            and chunk.find(b"\n", 6) == len(chunk) - 2
-            and b"\r" not in chunk
-        ):
-            self._pending_cr = False
-            if self._max is not None and self._event_size + len(chunk) - 2 > self._max:
-                self._too_large()
-            self._last_id = self._id_buffer
-            data = chunk[6:-2].decode("utf-8", "replace")
-            sse = ServerSentEvent(
-                self._event or "message", data, self._last_id, self._retry
-            )
-            self._event = ""
-            self._event_size = 0
-            return [sse]
+            data = self.one_data(chunk)
+            if data is not None:
+                text = data.decode("utf-8", "replace")
+                return [ServerSentEvent("message", text, self._last_id, self._retry)]
         if self._at_start:
             if self._head:
                 chunk = self._head + chunk  # at most 2 bytes held: not quadratic

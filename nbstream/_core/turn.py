@@ -4,13 +4,13 @@
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 import uuid
 from typing import TYPE_CHECKING, Any
 
 from .events import Usage
+from .messages import summary
 from .record import (
     Api,
     Attempt,
@@ -23,6 +23,7 @@ from .record import (
     usage_to_dict,
 )
 from .reply import Choice, ToolCall
+from .structured import Structured
 from .toolresult import ToolResult
 
 if TYPE_CHECKING:
@@ -78,6 +79,8 @@ class Turn:
         # Every try at the reply, in order, when it took more than one (fallback,
         # recovery); see ``attempts``.
         self._attempts: list[Attempt] = []
+        # With response_format=: the value read from the reply (see structured.py)
+        self.structured: Structured | None = None
         # Every server-sent event as received, only with Client(keep_raw_events=True):
         # for debugging a provider's stream. Not saved with the transcript.
         self.raw_events: list[Any] | None = None
@@ -118,6 +121,38 @@ class Turn:
     @property
     def finish_reason(self) -> str | None:
         return self.choices[0].finish_reason
+
+    # -- structured output (response_format=) ----------------------------------------
+    @property
+    def partial(self) -> Any:
+        """With ``response_format=``: the JSON value so far (dicts, lists …), growing
+        as the reply streams; the whole value once it ended. ``None`` otherwise."""
+        s = self.structured
+        if s is None:
+            return None
+        with self._lock:
+            return s.partial(self)
+
+    @property
+    def parsed(self) -> Any:
+        """With ``response_format=``, once the reply ended: the validated value (an
+        instance of the pydantic type, or JSON data checked against the schema), or
+        ``None`` when it is not valid (``parse_error`` says why; the text is kept).
+        Loaded from a saved transcript, it is the value's JSON data."""
+        s = self.structured
+        if s is None:
+            return None
+        with self._lock:
+            return s.parsed(self)
+
+    @property
+    def parse_error(self) -> str | None:
+        """Why ``parsed`` is ``None`` (not JSON, cut off, refused, not valid)."""
+        s = self.structured
+        if s is None:
+            return None
+        with self._lock:
+            return s.parse_error(self)
 
     @property
     def provider(self) -> str:
@@ -241,6 +276,8 @@ class Turn:
                 else {"kind": "model", **s.to_dict()}
                 for s in self._steps
             ]
+        if self.structured is not None:
+            d["structured"] = self.structured.to_dict(self)
         return d
 
     def _reply_dict(self) -> dict[str, Any]:
@@ -283,6 +320,9 @@ class Turn:
             ToolResult.from_dict(s) if s.get("kind") == "tool" else Turn.from_dict(s)
             for s in d.get("steps", [])
         ]
+        if d.get("structured") is not None:
+            fmt = turn.request.params.get("response_format")
+            turn.structured = Structured.from_dict(fmt, d["structured"])
         return turn
 
     def to_row(self) -> dict[str, Any]:
@@ -291,13 +331,13 @@ class Turn:
         prompt = (
             self.request.messages[-1].get("content") if self.request.messages else None
         )
-        return {
+        row = {
             "turn_id": self.id,
             "created_at": self.created_at,
             "status": self.status,
             "api": self.request.api,
             "model": self.model or self.request.model,
-            "prompt": prompt if isinstance(prompt, str) else json.dumps(prompt),
+            "prompt": summary(prompt),  # an image as its label, never its data
             "text": self.text,
             "reasoning": self.reasoning,
             "tool_calls": len(self.tool_calls),
@@ -318,6 +358,11 @@ class Turn:
             "attempts": m.attempts,
             "error": self.error.message if self.error else None,
         }
+        if self.structured is not None:  # the value as data: pd.json_normalize()
+            with self._lock:
+                row["parsed"] = self.structured.parsed_data(self)
+                row["parse_error"] = self.structured.parse_error(self)
+        return row
 
 
 def _cost_columns(turn: Turn) -> dict[str, Any]:

@@ -9,24 +9,27 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import weakref
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
+from .._core.context import as_messages
 from .._core.errors import ConfigurationError
+from .._core.limits import fit_images
 from .._core.providers import provider_for
 from .._core.recovery import Recover
-from .._core.secrets import Scrubber, Secret, check_key
+from .._core.response_format import with_response_format
+from .._core.secrets import Scrubber, Secret
 from .._core.sse import DEFAULT_MAX_EVENT_SIZE
+from .._core.structured import Structured
 from .._core.transcript import Api, Request, Turn
 from ..middleware import Middleware
+from . import client_args as args
 from .producer import stream_options_for
 from .replay import Recording
 from .request import ReplyCache, RequestSpec, SealedHeaders
 from .runner import Entry, Plan
-from .settings import Settings, Timeouts, resolve
+from .settings import Settings, Timeouts, context_budget_of, resolve
 from .streams import AsyncStream, Stream, in_loop
 from .tooloptions import Approve, ToolOptions, tool_options
 from .transport import HTTP, guard_logs
@@ -36,93 +39,8 @@ if TYPE_CHECKING:
 
 __all__ = ["Client", "Messages"]
 
-Messages = str | list[dict[str, Any]]
-
-
-_SECRET_HEADER = re.compile(r"auth|key|token|secret|cookie|session", re.IGNORECASE)
-
-
-def _checked_headers(headers: dict[str, str]) -> dict[str, str]:
-    """Extra headers, refused (never echoed) if HTTP cannot carry them."""
-    out: dict[str, str] = {}
-    for name, value in headers.items():
-        if not isinstance(name, str) or not isinstance(value, str):
-            raise ConfigurationError(
-                "Client(headers=...) takes a dict of str to str; "
-                f"the header {name!r} is not one."
-            )
-        if value:
-            check_key(value, "Client(headers=...)", f"The value of header {name!r}")
-        out[name] = value
-    return out
-
-
-_OFFICIAL = {
-    "api.openai.com": "OPENAI_API_KEY",
-    "api.anthropic.com": "ANTHROPIC_API_KEY",
-}
-
-
-def _entries(client: Client, fallbacks: Sequence[str | Client]) -> list[Entry]:
-    """``fallbacks=`` checked now, so that a bad entry fails here with its fix, not in
-    the middle of a broken reply."""
-    if isinstance(fallbacks, str | Client):
-        fallbacks = [fallbacks]
-    out: list[Entry] = []
-    for i, f in enumerate(fallbacks):
-        if isinstance(f, str):
-            if not f.strip():
-                raise ConfigurationError(
-                    f"fallbacks[{i}] is an empty model name: give a model name (asked "
-                    "on this client's server) or another Client."
-                )
-            out.append(Entry(client, f))
-        elif isinstance(f, Client):
-            if f.fallbacks:
-                raise ConfigurationError(
-                    f"fallbacks[{i}] has fallbacks of its own: list every entry in "
-                    "this client's fallbacks instead (one flat list, tried in order)."
-                )
-            host = urlsplit(f.base_url).hostname or ""
-            if host in _OFFICIAL and f.api_key is None:
-                raise ConfigurationError(
-                    f"fallbacks[{i}] ({f.model} at {f.base_url}) has no API key: "
-                    f"set {_OFFICIAL[host]} or pass Client(api_key=...) for it."
-                )
-            out.append(Entry(f, f.model))
-        else:
-            raise ConfigurationError(
-                f"fallbacks[{i}] is {type(f).__name__}: give model names (str) or "
-                "Client objects, e.g. fallbacks=['gpt-4.1-mini', Client(...)]."
-            )
-    return out
-
-
-def _recover(recover: str | None) -> Recover | None:
-    if recover is None or recover in ("restart", "prefill", "user_turn"):
-        return recover  # type: ignore[return-value]
-    raise ConfigurationError(
-        f"recover={recover!r} is not a strategy: use 'restart' (ask again from "
-        "scratch), 'prefill' (continue the partial reply), 'user_turn' (ask to "
-        "continue) or None (keep the partial reply as an error)."
-    )
-
-
-def _middleware(items: Sequence[Middleware]) -> tuple[Middleware, ...]:
-    for i, m in enumerate(items):
-        if not isinstance(m, Middleware):
-            raise ConfigurationError(
-                f"middleware[{i}] is {type(m).__name__}, not an "
-                "nbstream.middleware.Middleware: subclass it and override the hooks "
-                "you need."
-            )
-    return tuple(items)
-
-
-def _as_messages(messages: Messages) -> list[dict[str, Any]]:
-    if isinstance(messages, str):
-        return [{"role": "user", "content": messages}]
-    return [dict(m) for m in messages]
+# a string, a list of messages, or text and objects for one message (context.py)
+Messages = str | Sequence[Any]
 
 
 class Client:
@@ -134,6 +52,12 @@ class Client:
     ``cache=PATH`` (or ``NBSTREAM_CACHE``): a request already answered in that store
     (``nbstream.batch`` writes the same kind) is answered from it, with no request sent
     (not a request with ``tools=``: its tools would not run).
+    ``context_budget``: the tokens (estimated) that the objects of one message may take
+    as text, e.g. a DataFrame in ``chat(["Describe", df])`` (``NBSTREAM_CONTEXT_BUDGET``,
+    else 2000).
+    ``http`` (or ``NBSTREAM_HTTP``): which HTTP client sends the requests: ``"auto"``
+    (the default: nbstream's own HTTP/1.1 client, or httpx2 where a proxy or
+    record/replay needs it), ``"httpx2"`` (always httpx2) or ``"h1"``.
 
     >>> client = Client(base_url="http://127.0.0.1:8000/v1", model="m")
     >>> turn = client.chat("Hello")  # doctest: +SKIP
@@ -162,6 +86,8 @@ class Client:
         middleware: Sequence[Middleware] | None = None,
         prefill_params: dict[str, Any] | None = None,
         cache: str | os.PathLike[str] | bool | None = None,
+        context_budget: int | None = None,
+        http: str | None = None,
     ) -> None:
         self.settings = resolve(base_url, model, api, api_key)
         self.timeouts = Timeouts.of(timeout)
@@ -169,7 +95,7 @@ class Client:
         self.retry_delay = retry_delay
         self.max_event_size = max_event_size
         self.keep_raw_events = keep_raw_events
-        self._extra_headers = _checked_headers(headers or {})
+        self._extra_headers = args.checked_headers(headers or {})
         # Record / replay (see nbstream.replay): argument, else environment.
         env = os.environ
         self.record = record or env.get("NBSTREAM_RECORD") or None
@@ -179,6 +105,12 @@ class Client:
             replay_speed = float(env.get("NBSTREAM_REPLAY_SPEED") or 1.0)
         self.replay_speed = replay_speed
         self.max_connections = max_connections
+        self.http = args.http_choice(http, env.get("NBSTREAM_HTTP"))
+        if self.http == "h1" and (self.record or self._recording is not None):
+            raise ConfigurationError(
+                "Client(http='h1') cannot record or replay: recording and replay go "
+                "through httpx2. Leave http unset (or 'auto') with record/replay."
+            )
         # The reply cache (an nbstream store): a request found there is answered from
         # it, marked turn.extra["cached"]; complete replies are added to it. None:
         # NBSTREAM_CACHE if set; False: none.
@@ -197,19 +129,18 @@ class Client:
             self._cache = StoreCache(self.cache)
         key = self.settings.api_key
         secrets = [key.get()] if key else []
-        for name, value in self._extra_headers.items():
-            if _SECRET_HEADER.search(name):  # e.g. Azure's api-key, a gateway's token
-                secrets += [value, value.partition(" ")[2]]
-        self._scrubber = Scrubber(s for s in secrets if s)
+        secrets += args.secret_headers(self._extra_headers)
+        self._scrubber = Scrubber(secrets)
         guard_logs(self._scrubber)
-        self.fallbacks: list[Entry] = _entries(self, fallbacks or [])
-        self.recover: Recover | None = _recover(recover)
-        self.middleware: tuple[Middleware, ...] = _middleware(middleware or ())
+        self.fallbacks: list[Entry] = args.entries(self, fallbacks or [])
+        self.recover: Recover | None = args.recover(recover)
+        self.middleware: tuple[Middleware, ...] = args.middleware(middleware or ())
         # extra parameters sent with a prefill (vLLM continues a trailing assistant
         # message with {"continue_final_message": True, "add_generation_prompt": False})
         self.prefill_params = dict(prefill_params or {})
         self._http: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, HTTP]
         self._http = weakref.WeakKeyDictionary()
+        self.context_budget = context_budget_of(context_budget)
 
     # settings, read-only views
     @property
@@ -246,6 +177,7 @@ class Client:
                 recording=self._recording,
                 replay_speed=self.replay_speed,
                 scrub_bytes=self._scrubber.scrub_bytes,
+                http=self.http,
             )
         return http
 
@@ -277,7 +209,9 @@ class Client:
             settings=s,
             provider=provider,
             url=s.base_url + provider.path,
-            messages=provider.history(history) + messages if history else messages,
+            # earlier images go again while the request stays within the provider's
+            # limits; a new image over them is refused here, before anything is sent
+            messages=fit_images(provider.history(history), messages, s.api),
             system=system,
             params=dict(params),
             timeouts=self.timeouts,
@@ -307,7 +241,10 @@ class Client:
         """What to send, and the turn that will record it (``history``, earlier turns,
         goes into the request but not into the turn's record). With ``tools``, the
         plan runs the tool loop."""
-        msgs = _as_messages(messages)
+        msgs = as_messages(messages, self.context_budget)
+        structured: Structured | None = None
+        if params.get("response_format") is not None:  # kept as data from here on
+            params, structured = with_response_format(params, self.api)
         specs = tools.specs() if tools else ()
         spec = self._spec(
             msgs,
@@ -318,6 +255,8 @@ class Client:
             tools=specs,
             tool_choice=tools.tool_choice if tools else None,
         )
+        for api in {e.client.api for e in self.fallbacks} - {spec.api}:
+            fit_images(provider_for(api).history(history), msgs, api)  # refused now
         request = Request(
             messages=msgs,
             model=spec.settings.model,
@@ -328,7 +267,9 @@ class Client:
             tools=[dict(t) for t in specs],
         )
         plan = Plan(self, spec, msgs, system, dict(params), tuple(history), tools)
-        return plan, Turn(request)
+        turn = Turn(request)
+        turn.structured = structured
+        return plan, turn
 
     def _ask(
         self,

@@ -16,6 +16,7 @@ from .._core.errors import (
     TimeoutPhase,
 )
 from .._core.providers import clip
+from .._core.response_format import rejection_hint
 from .request import RequestSpec
 from .retry import times
 from .transport import TransportFailure
@@ -57,6 +58,19 @@ def send_failed(
             "...)), or send fewer requests at a time.",
             phase="pool",
         )
+    detail = clip(spec.scrubber, exc.detail, 300)
+    if exc.kind == "protocol":  # it connected, but what came back was not HTTP
+        return APIConnectionError(
+            f"{s.base_url} did not answer with valid HTTP/1.1 ({detail}; tried "
+            f"{times(attempt)}). Check that the base URL (from {s.source}) points at "
+            "an HTTP API server."
+        )
+    if exc.kind == "broken":
+        return APIConnectionError(
+            f"The connection to {s.base_url} broke before the answer came ({detail}; "
+            f"tried {times(attempt)}). Is the server running? Check the base URL "
+            f"(from {s.source})."
+        )
     hint = (
         "Start the local model with `python -m nbstream.local`, or point nbstream "
         "at a server: NBSTREAM_BASE_URL / OPENAI_API_KEY / ANTHROPIC_API_KEY."
@@ -64,8 +78,7 @@ def send_failed(
         else f"Is the server running? Check the base URL (from {s.source})."
     )
     return APIConnectionError(
-        f"Could not connect to {s.base_url} "
-        f"({clip(spec.scrubber, exc.detail, 300)}; tried {times(attempt)}). {hint}"
+        f"Could not connect to {s.base_url} ({detail}; tried {times(attempt)}). {hint}"
     )
 
 
@@ -95,7 +108,9 @@ def status_error(
     )
     request_id = clip(spec.scrubber, str(request_id), 200) if request_id else None
     provider_msg = clip(spec.scrubber, msg or body.strip(), 500) or None
-    hint = _status_hint(status, spec, after, attempt)
+    hint = rejection_hint(spec.api, spec.params, status, body) or _status_hint(
+        status, spec, after, attempt
+    )
     model = f" for model {spec.settings.model!r}" if status in (400, 404, 422) else ""
     text = (
         f"{spec.base_url} answered HTTP {status} {reason}{model}: "

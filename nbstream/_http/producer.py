@@ -26,6 +26,7 @@ from .._core.errors import (
 from .._core.events import Event
 from .._core.pipeline import Pipeline
 from .._core.providers import clip
+from .._core.response_format import rejection_hint
 from .._core.transcript import ErrorInfo, Status, Turn
 from .failures import send_failed, status_error, timeout
 from .hooks import Hooks
@@ -296,8 +297,10 @@ class Producer:
                     attempt,
                     after,
                 )
-                if not should_retry(status, response.headers.get("x-should-retry")):
-                    raise error
+                if not should_retry(
+                    status, response.headers.get("x-should-retry")
+                ) or rejection_hint(spec.api, spec.params, status, body):
+                    raise error  # (a refused response_format fails again as it is)
             if attempt > spec.max_retries:
                 raise error
             delay = retry_delay(attempt, after, spec.retry_delay)

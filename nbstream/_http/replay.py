@@ -62,6 +62,9 @@ class Exchange:
     status: int
     headers: dict[str, str]
     chunks: list[tuple[float, bytes]] = field(default_factory=list)
+    # how the body broke after its chunks (e.g. "RemoteProtocolError: peer closed
+    # connection …"), replayed as the same failure; None for a body that ended
+    broke: str | None = None
 
     def to_json(self) -> str:
         chunks = []
@@ -79,6 +82,7 @@ class Exchange:
                     "status": self.status,
                     "headers": self.headers,
                     "chunks": chunks,
+                    **({"broke": self.broke} if self.broke else {}),
                 },
             },
             ensure_ascii=False,
@@ -97,7 +101,14 @@ class Exchange:
             (float(dt), text.encode("utf-8") if kind == "t" else base64.b64decode(text))
             for dt, kind, text in resp["chunks"]
         ]
-        return cls(req["path"], req["body"], resp["status"], resp["headers"], chunks)
+        return cls(
+            req["path"],
+            req["body"],
+            resp["status"],
+            resp["headers"],
+            chunks,
+            resp.get("broke"),
+        )
 
 
 def api_path(url_path: str) -> str:
@@ -198,15 +209,26 @@ def _short(v: Any) -> str:
 
 
 class _ReplayBody(httpx2.AsyncByteStream):
-    def __init__(self, chunks: list[tuple[float, bytes]], speed: float) -> None:
+    def __init__(
+        self, chunks: list[tuple[float, bytes]], speed: float, broke: str | None
+    ) -> None:
         self._chunks = chunks
         self._speed = speed
+        self._broke = broke
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         for dt, data in self._chunks:
             if self._speed > 0 and dt > 0:
                 await asyncio.sleep(dt / self._speed)  # speed 2: twice as fast
             yield data
+        if self._broke:  # the connection broke here when it was recorded
+            kind, _, detail = self._broke.partition(": ")
+            broken = getattr(httpx2, kind, None)
+            if not (
+                isinstance(broken, type) and issubclass(broken, httpx2.TransportError)
+            ):
+                broken = httpx2.ReadError
+            raise broken(detail or self._broke)
 
 
 class ReplayTransport(httpx2.AsyncBaseTransport):
@@ -222,7 +244,7 @@ class ReplayTransport(httpx2.AsyncBaseTransport):
         return httpx2.Response(
             ex.status,
             headers=ex.headers,
-            stream=_ReplayBody(ex.chunks, self.speed),
+            stream=_ReplayBody(ex.chunks, self.speed, ex.broke),
             request=request,
         )
 
@@ -241,11 +263,17 @@ class _RecordingBody(httpx2.AsyncByteStream):
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         last = time.perf_counter()
-        async for data in self._inner.aiter_raw():
-            now = time.perf_counter()
-            self._ex.chunks.append((now - last, data))
-            last = now
-            yield data
+        try:
+            async for data in self._inner.aiter_raw():
+                now = time.perf_counter()
+                self._ex.chunks.append((now - last, data))
+                last = now
+                yield data
+        except (
+            httpx2.TransportError
+        ) as exc:  # recorded, to break the same way on replay
+            self._ex.broke = f"{type(exc).__name__}: {exc}"
+            raise
 
     async def aclose(self) -> None:
         await self._inner.aclose()

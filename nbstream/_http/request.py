@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .._core.events import Event
+from .._core.images import without_image_data
 from .._core.providers import Provider
 from .._core.secrets import Scrubber
 from .._core.transcript import Api, Turn
@@ -107,8 +108,10 @@ class RequestSpec:
         )
 
     def prompt_chars(self) -> int:
-        """The size of what is sent, to estimate input tokens before usage arrives."""
-        sent = len(json.dumps(self.messages, ensure_ascii=False))
+        """The size of what is sent, to estimate input tokens before usage arrives (an
+        image counts as the tokens it costs, not as the length of its data)."""
+        messages, image_chars = without_image_data(self.messages)
+        sent = len(json.dumps(messages, ensure_ascii=False)) + image_chars
         if self.tools:  # tool descriptions are input tokens too
             sent += len(json.dumps(self.tools, ensure_ascii=False))
         return sent + len(self.system or "")

@@ -9,10 +9,10 @@ the one passed in.
 
 from __future__ import annotations
 
-import email.utils
 import random
 from collections.abc import Callable, Mapping
 
+from .._core.ratelimit import parse_retry_after
 from .request import RETRY_STATUSES
 
 __all__ = ["retry_after", "retry_delay", "should_retry", "times"]
@@ -30,28 +30,8 @@ def should_retry(status: int, x_should_retry: str | None) -> bool:
 
 def retry_after(headers: Mapping[str, str], now: float) -> float | None:
     """Seconds the server asks to wait: ``retry-after-ms``, then ``retry-after`` (seconds
-    or an HTTP date, against ``now`` in Unix seconds)."""
-    ms = headers.get("retry-after-ms")
-    if ms:
-        try:
-            return max(0.0, float(ms) / 1000)
-        except ValueError:
-            pass
-    value = headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    try:
-        return max(0.0, when.timestamp() - now)
-    except (OverflowError, ValueError):
-        return None
+    or an HTTP date, against ``now`` in Unix seconds). The rate limiter reads it too."""
+    return parse_retry_after(headers, now)
 
 
 def retry_delay(

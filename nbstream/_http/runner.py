@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -100,19 +100,12 @@ class Plan:
             return turn
         from .toolloop import ToolLoop
 
-        try:
-            return await ToolLoop(self, turn, emit, loop).run()
-        except (NbstreamError, asyncio.CancelledError):
-            raise
-        except Exception as exc:  # a bug of ours must not look like a Stop
-            err = InternalError(
-                f"nbstream failed while running a tool loop ({type(exc).__name__}: "
-                f"{exc}). Every step so far is kept in turn.steps. This is a bug in "
-                "nbstream: please report it.",
-                turn=turn,
-            )
-            turn.status, turn.error = "error", ErrorInfo("InternalError", err.message)
-            raise err from None
+        return await _guard(
+            ToolLoop(self, turn, emit, loop).run(),
+            turn,
+            "running a tool loop",
+            "Every step so far is kept in turn.steps.",
+        )
 
     async def once(
         self, turn: Turn, emit: Emit, loop: asyncio.AbstractEventLoop
@@ -121,19 +114,30 @@ class Plan:
         client = self.client
         if not client.fallbacks and client.recover is None:
             return await Producer(self.spec, turn, client._http_for(loop), emit).run()
-        try:
-            return await Runner(self, turn, emit, loop).run()
-        except (NbstreamError, asyncio.CancelledError):
-            raise
-        except Exception as exc:  # a bug of ours must not look like a Stop
-            err = InternalError(
-                f"nbstream failed while joining the attempts of a reply "
-                f"({type(exc).__name__}: {exc}). The partial reply is kept. This is a "
-                "bug in nbstream: please report it.",
-                turn=turn,
-            )
-            turn.status, turn.error = "error", ErrorInfo("InternalError", err.message)
-            raise err from None
+        return await _guard(
+            Runner(self, turn, emit, loop).run(),
+            turn,
+            "joining the attempts of a reply",
+            "The partial reply is kept.",
+        )
+
+
+async def _guard(work: Awaitable[Turn], turn: Turn, doing: str, kept: str) -> Turn:
+    """Run ``work``; a bug of ours (an exception that is neither an ``NbstreamError``
+    nor a cancellation) ends the turn as ``error`` with an ``InternalError``: never as
+    if someone had pressed Stop."""
+    try:
+        return await work
+    except (NbstreamError, asyncio.CancelledError):
+        raise
+    except Exception as exc:
+        err = InternalError(
+            f"nbstream failed while {doing} ({type(exc).__name__}: {exc}). {kept} "
+            "This is a bug in nbstream: please report it.",
+            turn=turn,
+        )
+        turn.status, turn.error = "error", ErrorInfo("InternalError", err.message)
+        raise err from None
 
 
 def _usage_sum(attempts: Sequence[Attempt], current: Usage | None) -> Usage | None:

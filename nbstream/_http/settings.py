@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import cast
 from urllib.parse import urlsplit
 
+from .._core.context import DEFAULT_BUDGET
 from .._core.errors import ConfigurationError
 from .._core.secrets import Secret, check_key
 from .._core.transcript import Api
@@ -26,6 +27,7 @@ __all__ = [
     "Secret",
     "Settings",
     "Timeouts",
+    "context_budget_of",
     "local_state_path",
     "resolve",
 ]
@@ -190,3 +192,25 @@ def resolve(
     return Settings(
         url, the_model, the_api, Secret(key) if key else None, source, withheld
     )
+
+
+def context_budget_of(budget: int | None) -> int:
+    """``Client(context_budget=…)``: the argument, else ``NBSTREAM_CONTEXT_BUDGET``, else
+    the default; checked."""
+    if budget is None:
+        env = os.environ.get("NBSTREAM_CONTEXT_BUDGET")
+        if not env:
+            return DEFAULT_BUDGET
+        try:
+            budget = int(env)
+        except ValueError:
+            budget = 0
+        where = f"NBSTREAM_CONTEXT_BUDGET={env!r}"
+    else:
+        where = f"context_budget={budget!r}"
+    if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
+        raise ConfigurationError(
+            f"{where} is not a number of tokens: give a positive whole number, e.g. "
+            f"{DEFAULT_BUDGET}."
+        )
+    return budget

@@ -261,7 +261,7 @@ class Stream:
             lt.loop.call_soon_threadsafe(self._cancel_in_loop)
 
     def __enter__(self) -> Stream:
-        self._start()
+        self._guarded_start()
         return self
 
     def __exit__(
@@ -273,8 +273,17 @@ class Stream:
         self.close()
 
     def __iter__(self) -> Iterator[Event]:
-        self._start()
+        self._guarded_start()
         return self._events()
+
+    def _guarded_start(self) -> Future[Turn]:
+        """``_start``, stopping the request if Ctrl-C lands while it is being handed
+        to the loop thread (it may already be running there)."""
+        try:
+            return self._start()
+        except BaseException:
+            self.close()
+            raise
 
     def _events(self) -> Iterator[Event]:
         finished = False
@@ -307,8 +316,8 @@ class Stream:
     def wait(self) -> Turn:
         """Block until the end and return the turn (raises if it failed)."""
         self._drop_events()
-        fut = self._start()
         try:
+            fut = self._start()  # inside: Ctrl-C can land while it is handed over
             while not fut.done():
                 futures.wait([fut], timeout=0.25)  # short waits keep Ctrl-C responsive
         except BaseException:
@@ -331,8 +340,7 @@ class Stream:
         self._stop = True
         if self._future is None:
             _mark_cancelled(self.turn)
-        else:
-            self._request_cancel()
+        self._request_cancel()  # (also if it is being handed to the loop right now)
 
     def close(self, timeout: float = 10.0) -> None:
         """Cancel if still running, and wait until the connection is closed."""
@@ -340,6 +348,7 @@ class Stream:
         self._stop = True
         if fut is None:
             _mark_cancelled(self.turn)
+            self._request_cancel()  # handed to the loop but interrupted before kept
             return
         if not fut.done():
             self._request_cancel()

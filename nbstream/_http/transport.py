@@ -1,9 +1,25 @@
-"""HTTP for one event loop: the only module (with ``replay``) that imports ``httpx2``.
+"""HTTP for one event loop: which client sends a request, and the only module (with
+``replay``) that imports ``httpx2``.
 
-It sends a request and hands back a small ``Response`` whose body arrives in bounded
-pieces: at most ``SLICE`` bytes each, inflated here step by step (gzip and deflate), with
-a pass through the event loop between two pieces of one network read. So a compressed
-body that inflates a thousandfold cannot hold the loop, and Stop lands within one piece.
+Two clients can send nbstream's streaming POSTs, behind one ``HTTP.send(url, body,
+headers) -> Response`` (``response`` says what a ``Response`` offers):
+
+- ``h1`` (the default): nbstream's own HTTP/1.1 client on asyncio, keep-alive
+  connections from a free list, TLS through asyncio's ``ssl``. It costs ~1 µs a chunk
+  of a stream and ~0.3 ms of a request where httpx2 costs ~11 µs and ~3 ms
+  (bench/README.md).
+- ``httpx2``, for everything ``h1`` does not do: a proxy (``HTTP_PROXY``,
+  ``HTTPS_PROXY``, ``ALL_PROXY`` with ``NO_PROXY``, read as httpx2 reads them: when
+  httpx2 would send a request through a proxy, httpx2 sends it), recording and
+  replaying (``replay``: httpx2 transports), a base URL with a user name or a non-ASCII
+  host, and brotli or zstd bodies (``h1`` refuses those; nbstream asks for gzip or
+  deflate).
+
+``Client(http="httpx2")`` or ``NBSTREAM_HTTP=httpx2`` uses httpx2 always;
+``http="h1"`` uses ``h1`` even where a proxy is configured; ``"auto"`` (the default)
+chooses as above. Both verify certificates alike (httpx2's TLS context:
+``SSL_CERT_FILE`` / ``SSL_CERT_DIR`` honoured), time the connect and the write alike,
+and read the body with no timeout of their own (the producer's watchdog times it).
 Failures come out as ``TransportFailure`` with a kind the producer turns into an error
 a user can act on; nothing here decides about retries or messages.
 """
@@ -13,35 +29,47 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import ssl
 import weakref
-import zlib
 from collections.abc import AsyncIterator
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
-# httpx2 imports its transport stack on first use. Importing it here instead moves that
-# from the first request to ``import nbstream`` (measured: the first request in a fresh
-# process was ~30 ms slower than a warm one; bench/engine.py).
-import anyio._backends._asyncio  # noqa: F401
-import h11  # noqa: F401
-import httpcore2  # noqa: F401
+# httpx2 imports its transport stack (httpcore2, h11, anyio: ~60 of ~250 ms of
+# ``import nbstream`` on a loaded machine) when a client first uses it; h1 needs none
+# of it, so it is no longer imported with nbstream.
 import httpx2
-import sniffio  # noqa: F401
 
 from .._core.secrets import Scrubber
+from .h1 import H1
 from .replay import Recording, RecordingTransport, ReplayTransport
+from .response import DRAIN_BYTES, DRAIN_S, SLICE, Response, TransportFailure
 from .settings import Timeouts
 
-__all__ = ["HTTP", "SLICE", "Response", "TransportFailure"]
+__all__ = [
+    "BODY_ERRORS",
+    "DRAIN_BYTES",
+    "DRAIN_S",
+    "HTTP",
+    "HTTP_CHOICES",
+    "SLICE",
+    "HttpChoice",
+    "Response",
+    "TransportFailure",
+    "failure",
+    "guard_logs",
+]
 
-SLICE = 16 * 1024  # the most body bytes handed on in one step (~2 ms of events)
-DRAIN_S = 0.1  # after the end of a reply: read what is left this long, to keep the
-DRAIN_BYTES = 64 * 1024  # connection for the next request; then close it
+HttpChoice = Literal["auto", "h1", "httpx2"]
+HTTP_CHOICES: tuple[HttpChoice, ...] = ("auto", "h1", "httpx2")
 
 _SCRUBBERS: weakref.WeakSet[Scrubber] = weakref.WeakSet()
-# httpcore2 logs every response's headers at DEBUG: a server that echoes the key in a
-# header would put it in the user's logs. These loggers' records pass the scrubbers of
-# every client alive in this process first.
+# httpcore2 logs every response's headers at DEBUG, and so does h1 ("nbstream.http"):
+# a server that echoes the key in a header would put it in the user's logs. These
+# loggers' records pass the scrubbers of every client alive in this process first.
 _HTTP_LOGGERS = (
+    "nbstream.http",
     "httpx2",
     "httpcore2.connection",
     "httpcore2.connection_pool",
@@ -74,24 +102,6 @@ def guard_logs(scrubber: Scrubber) -> None:
         _SCRUBBERS.add(scrubber)
 
 
-FailureKind = Literal[
-    "connect", "connect_timeout", "pool_timeout", "protocol", "broken"
-]
-
-
-class TransportFailure(Exception):
-    """The network failed; ``kind`` says how, ``detail`` is the library's own words
-    (not yet scrubbed: the caller scrubs before showing it)."""
-
-    def __init__(self, kind: FailureKind, detail: str) -> None:
-        super().__init__(detail)
-        self.kind = kind
-        self.detail = detail
-
-    def __repr__(self) -> str:
-        return f"TransportFailure({self.kind!r})"
-
-
 BODY_ERRORS = (httpx2.TransportError, TransportFailure)
 
 
@@ -115,151 +125,93 @@ def _failure(exc: Exception) -> TransportFailure:
     return TransportFailure("broken", detail)
 
 
-class Response:
-    """The status, headers and body of one answer."""
+# -- which client -------------------------------------------------------------------
 
-    __slots__ = ("_drains", "_inner", "headers", "reason", "status")
+
+def proxied(url: str) -> bool:
+    """Would httpx2, reading the environment as it does, send ``url`` through a
+    proxy? (Its own rules: ``AsyncClient._transport_for_url`` over the mounts that
+    ``get_environment_proxies`` gives, most specific first.)"""
+    try:
+        from httpx2._utils import URLPattern, get_environment_proxies
+    except ImportError:  # httpx2 moved them: any proxy variable means httpx2
+        names = ("http_proxy", "https_proxy", "all_proxy")
+        return any(os.environ.get(n) or os.environ.get(n.upper()) for n in names)
+    mounts = {URLPattern(k): v for k, v in get_environment_proxies().items()}
+    target = httpx2.URL(url)
+    for pattern in sorted(mounts):
+        if pattern.matches(target):
+            return mounts[pattern] is not None
+    return False
+
+
+def choose(
+    base_url: str, http: HttpChoice, *, recorded: bool = False
+) -> Literal["h1", "httpx2"]:
+    """The client that sends this base URL's requests (see the module docstring)."""
+    if http == "httpx2" or recorded:
+        return "httpx2"
+    if http == "h1":
+        return "h1"
+    parts = urlsplit(base_url)
+    if parts.username is not None or not (parts.hostname or "").isascii():
+        return "httpx2"
+    return "httpx2" if proxied(base_url) else "h1"
+
+
+_SSL: dict[tuple[str | None, str | None], ssl.SSLContext] = {}
+
+
+def ssl_context() -> ssl.SSLContext:
+    """httpx2's default TLS context (certificates verified; ``SSL_CERT_FILE`` or
+    ``SSL_CERT_DIR`` if set, else the system's), offering only HTTP/1.1. Built once
+    per value of those variables (a build loads the CA file: ~20-50 ms)."""
+    key = (os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))
+    ctx = _SSL.get(key)
+    if ctx is None:
+        ctx = httpx2.create_ssl_context()
+        ctx.set_alpn_protocols(["http/1.1"])
+        _SSL[key] = ctx
+    return ctx
+
+
+# -- the httpx2 client ----------------------------------------------------------------
+
+
+class _HttpxResponse(Response):
+    """An answer read by httpx2."""
+
+    __slots__ = ("_inner",)
+    _ERRORS = (httpx2.TransportError,)
 
     def __init__(self, inner: httpx2.Response, drains: set[asyncio.Task[None]]) -> None:
-        self._inner = inner
-        self._drains = drains
-        self.status = inner.status_code
-        self.reason = inner.reason_phrase
-        # lower-case names; a repeated header's values joined, as HTTP allows
-        self.headers: dict[str, str] = {}
+        headers: dict[str, str] = {}
         for k, v in inner.headers.multi_items():
             k = k.lower()
-            self.headers[k] = f"{self.headers[k]}, {v}" if k in self.headers else v
+            headers[k] = f"{headers[k]}, {v}" if k in headers else v
+        super().__init__(inner.status_code, inner.reason_phrase, headers, drains)
+        self._inner = inner
 
-    def __repr__(self) -> str:
-        return f"<Response {self.status}>"
-
-    def body(self) -> AsyncIterator[bytes]:
-        """The body's pieces as fast as they come: for a body sent as it is (the usual
-        case), the network's own pieces, with nothing in between — a piece may then be
-        longer than ``SLICE`` and its reader cuts it, and a failure comes out as
-        one of ``BODY_ERRORS`` (``failure()`` says what it was); otherwise ``chunks()``."""
-        encoding = self.headers.get("content-encoding", "").strip().lower()
+    def _raw(self) -> AsyncIterator[bytes]:
         stream = self._inner.stream
-        if encoding in ("", "identity") and isinstance(stream, httpx2.AsyncByteStream):
+        if isinstance(stream, httpx2.AsyncByteStream):
             return stream.__aiter__()
-        return self.chunks()
+        return self._inner.aiter_raw()
 
-    async def chunks(self) -> AsyncIterator[bytes]:
-        """The body, decoded, in pieces of at most ``SLICE`` bytes."""
-        encoding = self.headers.get("content-encoding", "").strip().lower()
-        if encoding in ("", "identity"):
-            inflate = None
-        elif encoding in ("gzip", "x-gzip"):
-            inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
-        elif encoding == "deflate":
-            inflate = zlib.decompressobj()
-        else:  # br, zstd, several codings: httpx2's decoders, sliced afterwards
-            async for data in self._inner.aiter_bytes():
-                for i in range(0, len(data), SLICE):
-                    if i:
-                        await asyncio.sleep(0)
-                    yield data[i : i + SLICE]
-            return
-        stream = self._inner.stream
-        assert isinstance(stream, httpx2.AsyncByteStream)
-        raw = stream.__aiter__()
-        first = True
-        try:
-            while True:
-                try:
-                    data = await anext(raw)
-                except StopAsyncIteration:
-                    break
-                except httpx2.TransportError as exc:
-                    raise _failure(exc) from None
-                if inflate is None:
-                    for i in range(0, len(data), SLICE):
-                        if i:
-                            await asyncio.sleep(0)
-                        yield data[i : i + SLICE]
-                    continue
-                try:
-                    if first and encoding == "deflate":
-                        try:
-                            out = inflate.decompress(data, SLICE)
-                        except zlib.error:  # raw deflate, without the zlib wrapper
-                            inflate = zlib.decompressobj(-zlib.MAX_WBITS)
-                            out = inflate.decompress(data, SLICE)
-                    else:
-                        out = inflate.decompress(data, SLICE)
-                    first = False
-                    if out:
-                        yield out
-                    while inflate.unconsumed_tail:
-                        await asyncio.sleep(0)  # Stop can land between two pieces
-                        out = inflate.decompress(inflate.unconsumed_tail, SLICE)
-                        if out:
-                            yield out
-                except zlib.error as exc:
-                    raise TransportFailure(
-                        "broken", f"the {encoding} body does not inflate ({exc})"
-                    ) from None
-            if inflate is not None:
-                tail = inflate.flush()
-                for i in range(0, len(tail), SLICE):
-                    yield tail[i : i + SLICE]
-        finally:
-            aclose = getattr(raw, "aclose", None)
-            if aclose is not None:
-                with contextlib.suppress(Exception):
-                    await aclose()
+    def _decoded(self, coding: str) -> AsyncIterator[bytes] | None:
+        return self._inner.aiter_bytes()  # httpx2's decoders (br, zstd, several)
 
-    async def read(self, limit: int) -> bytes:
-        """Up to ``limit`` bytes of the body, then the response is closed."""
-        parts: list[bytes] = []
-        size = 0
-        try:
-            async for chunk in self.chunks():
-                parts.append(chunk)
-                size += len(chunk)
-                if size >= limit:
-                    break
-        except TransportFailure:
-            pass  # what came is what there is
-        finally:
-            await self.aclose()
-        return b"".join(parts)[:limit]
+    def _failure(self, exc: Exception) -> TransportFailure:
+        return _failure(exc)
 
     async def aclose(self) -> None:
         with contextlib.suppress(Exception):
             await self._inner.aclose()
 
-    def release(self, chunks: AsyncIterator[bytes]) -> None:
-        """The reply is over: read what is left of the body in the background, briefly,
-        so the connection can serve the next request, then close it. The turn does not
-        wait for this (a server that keeps the body open after the end marker must not
-        delay the end of every turn)."""
-        task = asyncio.get_running_loop().create_task(self.drain(chunks))
-        self._drains.add(task)
-        task.add_done_callback(self._drains.discard)
-
-    async def drain(self, chunks: AsyncIterator[bytes]) -> None:
-        """Read what is left (briefly, a little), then close."""
-        left = DRAIN_BYTES
-        try:
-            async with asyncio.timeout(DRAIN_S):
-                async for chunk in chunks:
-                    left -= len(chunk)
-                    if left < 0:
-                        break
-        except (TimeoutError, *BODY_ERRORS):
-            pass
-        finally:
-            aclose = getattr(chunks, "aclose", None)
-            if aclose is not None:
-                with contextlib.suppress(Exception):
-                    await aclose()
-            await self.aclose()
-
 
 class HTTP:
-    """The connection pool of one client on one event loop."""
+    """The connections of one client on one event loop, through the client that
+    ``choose`` picks."""
 
     def __init__(
         self,
@@ -271,16 +223,30 @@ class HTTP:
         recording: Recording | None = None,
         replay_speed: float = 1.0,
         scrub_bytes: Any = None,
+        http: HttpChoice = "auto",
     ) -> None:
+        self.max_connections = max_connections
+        self.recording = bool(record) and recording is None
+        self._drains: set[asyncio.Task[None]] = set()
+        self.kind = choose(
+            base_url, http, recorded=bool(record) or recording is not None
+        )
+        self._h1: H1 | None = None
+        self._client: httpx2.AsyncClient | None = None
+        if self.kind == "h1":
+            self._h1 = H1(
+                timeouts,
+                max_connections=max_connections,
+                ssl_context=ssl_context,
+                drains=self._drains,
+            )
+            return
         verify = base_url.startswith("https://")
         transport: httpx2.AsyncBaseTransport | None = None
         if recording is not None:
             transport = ReplayTransport(recording, replay_speed)
         elif record:
             transport = RecordingTransport(record, verify=verify, scrub=scrub_bytes)
-        self.max_connections = max_connections
-        self.recording = transport is not None and recording is None
-        self._drains: set[asyncio.Task[None]] = set()
         self._client = httpx2.AsyncClient(
             transport=transport,
             timeout=httpx2.Timeout(
@@ -301,17 +267,23 @@ class HTTP:
     async def send(
         self, url: str, body: dict[str, Any], headers: dict[str, str]
     ) -> Response:
+        if self._h1 is not None:
+            return await self._h1.send(url, body, headers)
         client = self._client
+        assert client is not None
         request = client.build_request("POST", url, json=body, headers=headers)
         try:
             inner = await client.send(request, stream=True)
         except httpx2.TransportError as exc:
             raise _failure(exc) from None
-        return Response(inner, self._drains)
+        return _HttpxResponse(inner, self._drains)
 
     async def aclose(self) -> None:
         for task in list(self._drains):
             task.cancel()
         if self._drains:
             await asyncio.wait(list(self._drains), timeout=1.0)
-        await self._client.aclose()
+        if self._h1 is not None:
+            self._h1.close()
+        if self._client is not None:
+            await self._client.aclose()

@@ -36,6 +36,7 @@ from markdown_it.utils import EnvType, OptionsDict
 
 from .._core.pricing import format_usd
 from .._core.transcript import Turn
+from .sent import content_html, sent_html, sent_text
 from .toolview import Html, is_loop, loop_parts, loop_text
 
 __all__ = [
@@ -325,7 +326,11 @@ def _reply_parts(turn: Turn, allow_images: bool, timings: bool = True) -> list[s
             '<details class="nbs-reasoning"><summary>Reasoning</summary>\n'
             f"<p>{_lines(turn.reasoning)}</p>\n</details>\n"
         )
-    if turn.text:
+    if turn.structured is not None:  # response_format=: a table or tree, and the JSON
+        from .structured_html import structured_html
+
+        parts.append(structured_html(turn))
+    elif turn.text:
         body = render_markdown(turn.text, allow_images=allow_images)
         parts.append(f'<div class="nbs-text">\n{body}</div>\n')
     for call in [] if is_loop(turn) else turn.tool_calls:  # a loop's calls are blocks
@@ -373,7 +378,9 @@ def message_html(
         body = render_markdown(content, allow_images=allow_images)
     elif content is None:
         body = ""
-    else:  # content parts (images, tool results …): shown as they are
+    elif isinstance(content, list):  # text and images: text escaped, thumbnails
+        body = content_html(content)
+    else:  # anything else: shown as it is
         body = f"<pre><code>{escapeHtml(str(content))}</code></pre>\n"
     return (
         f'<div class="nbs-message nbs-{_css_word(role)}">\n'
@@ -406,15 +413,22 @@ def final_bundle(
     parts = _reply_parts(turn, allow_images, timings) or [
         "<p><em>(no reply)</em></p>\n"
     ]
+    sent = sent_html(turn.request.messages)  # thumbnails of the images sent
+    if sent:
+        parts.insert(0, sent)
     said = loop_text(turn, timings=timings) + ([turn.text] if turn.text else [])
     calls = [] if is_loop(turn) else turn.tool_calls
     said += [f"Tool call {c.name}: {c.arguments}" for c in calls]
     if turn.refusal:
         said.append(f"Refusal: {turn.refusal}")
+    if turn.parse_error is not None:
+        said.append(f"Not valid: {turn.parse_error}")
     if turn.error is not None:
         said.append(f"Error: {turn.error.message}")
     said += [f"↻ {n}" for n in takeovers(turn)[0]] if len(turn.attempts) > 1 else []
     plain = "\n\n".join(said) or "(no reply)"
+    if sent:
+        plain = f"[{sent_text(turn.request.messages)}]\n\n{plain}"
     if show_readout:
         line = readout_line if readout_line is not None else readout_text(readout(turn))
         parts.append(f'<p class="nbs-readout"><sub>{escapeHtml(line)}</sub></p>\n')

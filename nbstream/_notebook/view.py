@@ -132,6 +132,11 @@ class ReplyView(anywidget.AnyWidget):
     allow_images = traitlets.Bool(
         False, help="Show images; otherwise each is a link (not loaded)."
     ).tag(sync=True)
+    structured = traitlets.Bool(
+        False,
+        help="The reply is JSON (response_format=): show its value so far as a table "
+        "or tree, parsed in the browser from the same text deltas.",
+    ).tag(sync=True)
 
     def __init__(
         self,

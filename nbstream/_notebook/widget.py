@@ -30,6 +30,7 @@ import traitlets
 
 from .._core.errors import NbstreamError
 from .._core.events import AttemptStart
+from .._core.messages import text_of
 from .._core.pricing import warm_up
 from .._core.reply import ToolCall
 from .._core.transcript import Transcript, Turn
@@ -39,6 +40,7 @@ from .._http.streams import AsyncStream
 from .._http.tooloptions import tool_options
 from .coalesce import Coalescer
 from .render import readout, takeovers
+from .sent import sent_images
 from .toolblocks import Approvals, ToolFeed, loop_view
 from .totals import totals
 from .view import LiveText, static_asset
@@ -64,17 +66,23 @@ def _message(turn: Turn) -> dict[str, Any]:
         msg["text"], msg["tools"] = loop_view(turn)
     if len(turn.attempts) > 1:  # another model took over: how, and what it replaced
         msg["notes"], msg["superseded"] = takeovers(turn)
+    if turn.structured is not None:  # response_format=: drawn as a table or tree
+        msg["structured"] = True
+        msg["parse_error"] = turn.parse_error or ""
     return msg
 
 
 def _user_message(turn: Turn) -> dict[str, Any]:
     content = turn.request.messages[-1].get("content") if turn.request.messages else ""
-    return {
+    msg: dict[str, Any] = {
         "id": f"{turn.id}-user",
         "role": "user",
-        "text": str(content),
+        "text": str(content) if not isinstance(content, list) else text_of(content),
         "turn": turn.id,
     }
+    if images := sent_images(content):  # thumbnails made here, from the data sent
+        msg["images"] = images
+    return msg
 
 
 class ChatWidget(anywidget.AnyWidget):
@@ -183,8 +191,11 @@ class ChatWidget(anywidget.AnyWidget):
         return self.conversation.transcript
 
     # -- from Python ----------------------------------------------------------------
-    def send(self, text: str, **params: Any) -> asyncio.Task[Turn | None]:
-        """Ask ``text``; the reply streams into the panel. Returns the task (await it
+    def send(
+        self, text: str | Sequence[Any], **params: Any
+    ) -> asyncio.Task[Turn | None]:
+        """Ask ``text`` (or text and objects, ``["Describe", fig, df]``, as ``chat``
+        takes them); the reply streams into the panel. Returns the task (await it
         for the finished ``Turn``). Cancelling the task, at any moment, stops the reply
         as ``stop()`` does (the turn is kept, ``cancelled``) and then lets the
         cancellation through: awaiting it raises ``CancelledError``. Raises if a reply
@@ -193,7 +204,7 @@ class ChatWidget(anywidget.AnyWidget):
             raise RuntimeError(
                 "A reply is still streaming: wait for it, or call chat.stop() first."
             )
-        if not text.strip():
+        if not (text.strip() if isinstance(text, str) else len(text)):
             raise ValueError("Nothing to send: the message is empty.")
         try:
             loop = asyncio.get_running_loop()
@@ -227,7 +238,7 @@ class ChatWidget(anywidget.AnyWidget):
         for turn in reversed(self.transcript.turns):
             if turn.request.messages:
                 content = turn.request.messages[-1].get("content")
-                if isinstance(content, str):
+                if isinstance(content, str | list):  # text, or its parts as sent
                     return self.send(content)
         return None
 

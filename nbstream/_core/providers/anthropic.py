@@ -11,6 +11,7 @@ from ..messages import image, neutral_calls, text_of
 from ..secrets import Scrubber
 from . import history_turns, split_system, turn_messages
 from ._anthropic_stream import Parser, error_details
+from ._schema import anthropic_schema
 from ._shape import wrong
 
 if TYPE_CHECKING:
@@ -62,6 +63,13 @@ class AnthropicProvider:
                 "name": tool_choice,
             }
         body.update(params)
+        if "response_format" in body:
+            fmt = output_format(body.pop("response_format"))
+            if fmt is not None:
+                body["output_config"] = {
+                    **(body.get("output_config") or {}),
+                    "format": fmt,
+                }
         body["stream"] = True
         return body
 
@@ -149,6 +157,22 @@ def _tool(spec: dict[str, Any]) -> dict[str, Any]:
         out["description"] = spec["description"]
     out["input_schema"] = spec["parameters"]
     return out
+
+
+def output_format(fmt: Any) -> dict[str, Any] | None:
+    """The neutral response format (``_core/structured.py``) as Anthropic's structured
+    outputs take it, in ``output_config.format`` (no beta header since they became
+    generally available): ``{"type": "json_schema", "schema": …}``. ``None`` for what
+    has no native form here (JSON without a schema, plain text)."""
+    if not isinstance(fmt, dict):
+        return None
+    schema = fmt.get("schema")
+    inner = fmt.get("json_schema")  # OpenAI's chat-completions form, given as it is
+    if isinstance(inner, dict):
+        schema = inner.get("schema")
+    if fmt.get("type") in ("json_schema", "json_object") and isinstance(schema, dict):
+        return {"type": "json_schema", "schema": anthropic_schema(schema)}
+    return None
 
 
 def wire(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -11,6 +11,7 @@ from ..messages import image, neutral_calls, text_of
 from ..secrets import Scrubber
 from . import history_turns, split_system, turn_messages
 from ._openai_stream import Parser, error_details
+from ._schema import openai_strict
 from ._shape import wrong
 
 if TYPE_CHECKING:
@@ -55,6 +56,8 @@ class OpenAIProvider:
             }
         body.update(params)
         body["stream"] = True
+        if "response_format" in params:
+            body["response_format"] = response_format(params["response_format"])
         if stream_options:
             body["stream_options"] = {"include_usage": True}
         return body
@@ -130,6 +133,26 @@ def _tool(spec: dict[str, Any]) -> dict[str, Any]:
         fn["description"] = spec["description"]
     fn["parameters"] = spec["parameters"]
     return {"type": "function", "function": fn}
+
+
+def response_format(fmt: Any) -> Any:
+    """The neutral response format (``_core/structured.py``) in chat-completions form:
+    ``{"type": "json_schema", "json_schema": {"name", "schema", "strict"}}``, the schema
+    made strict-compatible when ``strict``. JSON mode and the wire form pass as they
+    are."""
+    if not isinstance(fmt, dict) or fmt.get("type") != "json_schema":
+        return fmt
+    if "json_schema" in fmt or not isinstance(fmt.get("schema"), dict):
+        return fmt
+    strict = fmt.get("strict") is not False
+    inner: dict[str, Any] = {
+        "name": fmt.get("name") or "response",
+        "schema": openai_strict(fmt["schema"]) if strict else fmt["schema"],
+        "strict": strict,
+    }
+    if fmt.get("description"):
+        inner["description"] = fmt["description"]
+    return {"type": "json_schema", "json_schema": inner}
 
 
 def _wire(m: dict[str, Any]) -> dict[str, Any]:
