@@ -2,8 +2,8 @@
 download the results), for ``provider.py``.
 
 Why not the client's transport (``nbstream._http``): that one is built for streamed
-replies and is being rebuilt below httpx2; a provider batch makes a handful of calls
-per hour, none streamed. So they go through the standard library's ``urllib`` on a
+replies (nbstream's own HTTP/1.1 client, or httpx2); a provider batch makes a handful
+of calls per hour, none streamed, and uploads and downloads files. So they go through the standard library's ``urllib`` on a
 worker thread, with the client's base URL, key, headers and timeouts. A redirect to
 another host drops every header that carries the key; what a server says in an error
 is scrubbed of the key before it is shown.
