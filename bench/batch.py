@@ -13,7 +13,10 @@ store, against gather, which keeps every turn), the progress views' cost (the te
 bar and a notebook view, refreshed 4 times a second), the store's write rate, and where
 the CPU of a batch goes (``--profile``).
 
-    python -m bench.batch            # ~2 min on an idle 2-core machine
+Then the same load through ``engine="ray"`` on a local Ray instance (``batch_ray.py``:
+requests/s, the driver's and the workers' CPU; ``--no-ray`` skips it).
+
+    python -m bench.batch            # ~3 min on an idle 2-core machine (+ ~1 min Ray)
     python -m bench.batch --quick    # ~30 s
     python -m bench.batch --profile  # cProfile of one batch run, by own time
 
@@ -643,6 +646,17 @@ def report(results: dict[str, Any]) -> str:
         f"{s['in_runs']['results']:,} results in {s['in_runs']['commits']:,} commits "
         f"({s['in_runs']['results'] / max(1, s['in_runs']['commits']):.1f} a commit).",
     ]
+    r = results.get("ray")
+    if r:
+        lines += [
+            "",
+            f"Ray (local instance started in {r['ray_start_s']:.1f} s; "
+            f"{r['workers']} workers, started in {r['actors_cold_start_s']:.1f} s by "
+            f"the first job, reused after): {r['rps']:.0f} requests/s "
+            f"({r['rps_after_first_result']:.0f} after the first result); CPU per "
+            f"request: driver {r['driver_cpu_ms']:.2f} ms, workers "
+            f"{r['workers_cpu_ms']:.2f} ms.",
+        ]
     return "\n".join(lines)
 
 
@@ -650,6 +664,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="smaller, one round")
     parser.add_argument("--profile", action="store_true", help="cProfile one batch run")
+    parser.add_argument("--no-ray", action="store_true", help="skip the Ray contender")
     parser.add_argument("--out", type=Path, default=RESULTS / "batch.json")
     args = parser.parse_args(argv)
     plan = QUICK if args.quick else FULL
@@ -669,6 +684,14 @@ def main(argv: list[str] | None = None) -> int:
             mem = memory(c, plan.memory_sizes)
             log("progress views")
             prog = progress_cost(c, plan.requests)
+            ray_results = None
+            if not args.no_ray:
+                from bench.batch_ray import ray_throughput
+
+                log("ray")
+                ray_results = ray_throughput(
+                    url, plan.requests, plan.concurrency, plan.rounds
+                )
         finally:
             c.close()
     log("store")
@@ -684,6 +707,7 @@ def main(argv: list[str] | None = None) -> int:
         "memory": mem,
         "progress": prog,
         "store": {**st, "in_runs": {"results": written, "commits": commits}},
+        "ray": ray_results,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=1))

@@ -104,6 +104,7 @@ class Seen:
     finished_at: float | None = None  # when the reply ended (sent or abandoned)
     client_closed_at: float | None = None  # when the client hung up mid-reply
     stalled_at: float | None = None  # when the server began waiting at a STALL or Gate
+    peer: tuple[str, int] | None = None  # the client's address and port
 
     @property
     def json(self) -> Any:
@@ -334,6 +335,7 @@ class LoopbackServer:
                     return  # the server is closing with this connection idle
                 if seen is None:
                     return  # the client closed the connection
+                seen.peer = writer.get_extra_info("peername")
                 with self._lock:
                     self.requests.append(seen)
                     spec = self._next_reply()
@@ -381,6 +383,7 @@ class LoopbackServer:
         if "content-length" in headers:
             body = await reader.readexactly(int(headers["content-length"]))
         seen = Seen(method, path, headers, body, time.monotonic())
+        seen.peer = writer.get_extra_info("peername")
         with self._lock:
             self.requests.append(seen)
             spec = self._next_reply()

@@ -219,8 +219,10 @@ def test_in_a_terminal_a_progress_bar_goes_to_stderr(
 @pytest.mark.parametrize(
     ("kw", "message"),
     [
-        ({"engine": "ray"}, "engine='ray' is not available in this version"),
-        ({"engine": "openai-batch"}, "engine='openai-batch' is not available"),
+        ({"ray_address": "auto"}, "batch(ray_address=...) is for engine='ray', not"),
+        ({"engine": "local", "poll_interval": 5}, "is for engine='openai-batch' or"),
+        ({"engine": "anthropic-batch"}, "this client speaks 'openai': use engine="),
+        ({"engine": "openai-batch", "poll_interval": 0}, "poll_interval=0"),
         ({"engine": "spark"}, "engine='spark' is not an engine"),
         ({"on_error": "ignore"}, "use 'continue'"),
         ({"concurrency": 0}, "concurrency=0"),

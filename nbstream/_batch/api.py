@@ -54,6 +54,9 @@ def batch(
     model: str | None = None,
     max_retries: int = 5,
     progress: bool | None = None,
+    ray_address: str | None = None,
+    ray_workers: int | None = None,
+    poll_interval: float | None = None,
     **params: Any,
 ) -> Job:
     """Send many requests, keep every answer in a store, and return the running
@@ -67,6 +70,12 @@ def batch(
     sent (a temporary file if None). ``on_error="stop"`` stops at the first request that
     fails for good. ``**params`` go with every request (``temperature``,
     ``max_tokens`` …).
+
+    ``engine``: ``"local"`` (asyncio in this process), ``"ray"`` (Ray actors send the
+    requests; ``ray_address=`` a cluster to connect to, ``ray_workers=`` how many
+    actors), ``"openai-batch"`` or ``"anthropic-batch"`` (the provider's batch API:
+    submitted once, polled every ``poll_interval`` seconds, collected into the
+    store; ``job.status()`` says where the provider is).
 
     >>> job = nbstream.batch(df, template="Sentiment of: {review}", model="m",
     ...                      concurrency=64, rpm=3000, store="runs/sentiment.sqlite")  # doctest: +SKIP
@@ -88,7 +97,12 @@ def batch(
         )
     if template is not None and not isinstance(template, str):
         raise ConfigurationError("batch(template=...) takes a string like 'Q: {col}'.")
-    the_engine = engine_for(engine)
+    the_engine = engine_for(
+        engine,
+        ray_address=ray_address,
+        ray_workers=ray_workers,
+        poll_interval=poll_interval,
+    )
     if params.get("response_format") is not None:
         # a model class is kept as its JSON schema: data, like the rest of the request
         # (a row's reply is checked against the schema; parsed values are JSON data)
@@ -103,6 +117,9 @@ def batch(
         from .._http.client import Client
 
         client = Client()
+    check = getattr(the_engine, "check", None)
+    if check is not None:
+        check(client)
     rows = build_rows(inputs, template=template, system=system)
 
     # -- plan: one Work per distinct request ---------------------------------------

@@ -31,9 +31,16 @@ Contract:
   and ``Work.request`` never hold an API key; ``run.client`` does: do not log it, and
   pass it to workers only as an argument (never in a task name or repr).
 
-Engines: ``local`` (``local.py``: asyncio on ``Client``, rate limits, retries). ``ray``,
-``openai-batch`` and ``anthropic-batch`` are named here and refused with
-``ConfigurationError`` until they exist.
+An engine may also have ``check(client)`` (called by ``nbstream.batch`` before
+anything is sent: raise ``ConfigurationError`` for a client it cannot use),
+``status() -> dict`` (what ``job.status()`` adds: a provider's batch status, the Ray
+workers) and ``note() -> str | None`` (a few words for the progress view, e.g. the
+provider's own counts while its batch runs).
+
+Engines: ``local`` (``local.py``: asyncio on ``Client``, rate limits, retries),
+``ray`` (``rayengine.py``: the same dispatcher, each attempt sent by a Ray actor),
+``openai-batch`` and ``anthropic-batch`` (``provider.py`` with ``openai_batch.py`` /
+``anthropic_batch.py``: the providers' batch APIs, submitted, polled and collected).
 """
 
 from __future__ import annotations
@@ -198,19 +205,43 @@ class Engine(Protocol):
     async def run(self, run: Run) -> None: ...
 
 
-def engine_for(name: str) -> Engine:
-    if name == "local":
-        from .local import LocalEngine
-
-        return LocalEngine()
-    if name in ENGINES:
+def engine_for(
+    name: str,
+    *,
+    ray_address: str | None = None,
+    ray_workers: int | None = None,
+    poll_interval: float | None = None,
+) -> Engine:
+    """The engine called ``name``, with the options that belong to it (an option
+    given to another engine is refused, saying whose it is)."""
+    if name not in ENGINES:
         raise ConfigurationError(
-            f"engine={name!r} is not available in this version of nbstream yet. Use "
-            "engine='local' (asyncio in this process, with rate limits, retries and "
-            "a store that resumes)."
+            f"engine={name!r} is not an engine. Use one of: "
+            + ", ".join(repr(e) for e in ENGINES)
+            + "."
         )
-    raise ConfigurationError(
-        f"engine={name!r} is not an engine. Use one of: "
-        + ", ".join(repr(e) for e in ENGINES)
-        + "."
-    )
+    for option, value, owner in (
+        ("ray_address", ray_address, ("ray",)),
+        ("ray_workers", ray_workers, ("ray",)),
+        ("poll_interval", poll_interval, ("openai-batch", "anthropic-batch")),
+    ):
+        if value is not None and name not in owner:
+            raise ConfigurationError(
+                f"batch({option}=...) is for engine="
+                + " or ".join(repr(o) for o in owner)
+                + f", not engine={name!r}."
+            )
+    if name == "ray":
+        from .rayengine import RayEngine
+
+        return RayEngine(ray_address, ray_workers)
+    if name in ("openai-batch", "anthropic-batch"):
+        from .anthropic_batch import AnthropicBatch
+        from .openai_batch import OpenAIBatch
+        from .provider import ProviderBatchEngine
+
+        api = OpenAIBatch() if name == "openai-batch" else AnthropicBatch()
+        return ProviderBatchEngine(api, poll_interval)
+    from .local import LocalEngine
+
+    return LocalEngine()

@@ -23,6 +23,7 @@ from .._core.errors import NbstreamError
 from .._core.transcript import Transcript
 from .._http.streams import LoopThread, in_loop
 from . import results
+from .display import JobStatus, kernel_mode, want_bar
 from .engine import Engine, Options, Outcome, Run, Stop, Work
 from .inputs import Row
 from .progress import Snapshot, bar, line, summary
@@ -101,12 +102,12 @@ class Job:
         self.input_tokens = 0
         self.output_tokens = 0
         self._errors: deque[str] = deque(maxlen=5)
-        self.status = "running"
+        self._status = "running"
         self.error: BaseException | None = None  # what stopped or failed the job
         self._stop = Stop()
         self._cancel_requested = False
         self._views: list[BatchView] = []
-        self._bar = self._want_bar(progress)
+        self._bar = want_bar(progress)
         self._t0 = time.perf_counter()
         self._elapsed: float | None = None
         self._samples: deque[tuple[float, int]] = deque(maxlen=64)
@@ -132,6 +133,27 @@ class Job:
         c = dict(self._counts)
         settled = c["done"] + c["failed"] + c["cancelled"]
         return {**c, "pending": self.total - settled, "total": self.total}
+
+    @property
+    def status(self) -> JobStatus:
+        """``running``, then ``finished``, ``cancelled``, ``stopped`` (``on_error=
+        "stop"``) or ``failed``: a string. Called, ``job.status()`` says more: the
+        counts, and what the engine knows (a provider batch's id and status, the
+        Ray workers), as a dict."""
+        return JobStatus(self._status, self)
+
+    def _details(self) -> dict[str, Any]:
+        more = getattr(self._engine, "status", None)
+        return {
+            "status": self._status,
+            "engine": self._engine.name,
+            "counts": self.counts,
+            **(more() if more is not None else {}),
+        }
+
+    def _note(self) -> str | None:
+        note = getattr(self._engine, "note", None)
+        return note() if note is not None else None
 
     @property
     def store(self) -> str:
@@ -212,13 +234,13 @@ class Job:
                 failure = self._writer.error
             self._elapsed = time.perf_counter() - self._t0
             if failure is not None:
-                self.status, self.error = "failed", failure
+                self._status, self.error = "failed", failure
             elif self.error is not None:
-                self.status = "stopped"
+                self._status = "stopped"
             elif self._cancel_requested:
-                self.status = "cancelled"
+                self._status = "cancelled"
             else:
-                self.status = "finished"
+                self._status = "finished"
             for row in range(self.total):  # nothing is running any more
                 if self._state[row] == RUNNING:
                     self._set(row, PENDING)
@@ -248,20 +270,6 @@ class Job:
             if final:
                 sys.stderr.write("\n")
             sys.stderr.flush()
-
-    @staticmethod
-    def _want_bar(progress: bool | None) -> bool:
-        if progress is not None:
-            return progress
-        ip = sys.modules.get("IPython")
-        if ip is not None:
-            shell = ip.get_ipython()
-            if shell is not None and getattr(shell, "kernel", None) is not None:
-                return False  # in a notebook: the view (display the job)
-        try:
-            return sys.stderr.isatty()
-        except (AttributeError, ValueError):
-            return False
 
     # -- waiting and stopping -----------------------------------------------------------
     def wait(self, timeout: float | None = None) -> Job:
@@ -347,7 +355,8 @@ class Job:
             output_tokens=self.output_tokens,
             elapsed_s=elapsed,
             rate=rate,
-            status=self.status,
+            status=self._status,
+            note=self._note(),
             errors=tuple(self._errors),
         )
 
@@ -365,7 +374,7 @@ class Job:
         return f"<Job {summary(self.snapshot())} · store {self.store!r}>"
 
     def _repr_mimebundle_(self, **kw: Any) -> Any:
-        mode = _mode()
+        mode = kernel_mode()
         if mode == "interactive":
             return self.view()._repr_mimebundle_(**kw)
         if mode == "batch":  # nbclient, nbval: the same text run to run, at the end
@@ -383,8 +392,8 @@ class Job:
     def to_pandas(self) -> pandas.DataFrame:
         """One row per input row: the input's columns, then ``text``,
         ``finish_reason``, ``status`` (done, failed, cancelled, invalid, pending),
-        ``input_tokens``, ``output_tokens``, ``latency_s``, ``ttft_s``, ``attempts``
-        and ``error``. A result column whose name an input column has is suffixed
+        ``input_tokens``, ``output_tokens``, ``cost_usd`` (``turn.cost``),
+        ``latency_s``, ``ttft_s``, ``attempts`` and ``error``. A result column whose name an input column has is suffixed
         ``_reply``. A DataFrame input keeps its index."""
         self._flush()
         return results.to_pandas(self._store, self._frame)
@@ -395,14 +404,3 @@ class Job:
         input order; rows not sent yet are left out."""
         self._flush()
         return results.transcript(self._store)
-
-
-def _mode() -> str | None:
-    ip = sys.modules.get("IPython")
-    shell = ip.get_ipython() if ip is not None else None
-    if shell is None:
-        return None
-    kernel = getattr(shell, "kernel", None)
-    if kernel is None:
-        return "terminal"
-    return "interactive" if getattr(kernel, "_allow_stdin", False) else "batch"

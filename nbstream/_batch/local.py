@@ -32,7 +32,7 @@ from ..middleware import Incoming, Middleware, Outgoing
 from .engine import Outcome, OutcomeStatus, Run, Work
 from .policy import decide
 
-__all__ = ["LocalEngine"]
+__all__ = ["Dispatcher", "LocalEngine"]
 
 # Send each request through ``AsyncStream`` (the handle ``achat`` uses), not
 # ``Plan.run`` directly: bench/batch.py measured no difference beyond noise (2.40
@@ -61,10 +61,10 @@ class LocalEngine:
     name = "local"
 
     async def run(self, run: Run) -> None:
-        await _Dispatcher(run).main()
+        await Dispatcher(run).main()
 
 
-class _Dispatcher:
+class Dispatcher:
     def __init__(self, run: Run) -> None:
         self.run = run
         self.client = run.client
@@ -159,31 +159,13 @@ class _Dispatcher:
         if attempt == 1:
             self.started_at[work.key] = time.time()
             report.started(work)
-        client = self.client
-        plan, turn = client._request(
-            work.messages, work.system, work.model, work.params
-        )
-        spec = plan.spec
-        spec.max_retries = 0  # the batch retries, through the rate limiter
-        spec.middleware = (*spec.middleware, self.observer)
-        exc: NbstreamError | None = None
-        try:
-            if DIRECT:
-                await plan.run(turn, _drop, self.loop)
-            else:
-                stream = AsyncStream(client, plan, turn)
-                try:
-                    await stream.wait()
-                finally:
-                    await stream.aclose()
-        except asyncio.CancelledError:
+        turn, exc, stopped = await self._send(work)
+        if stopped:
             # Stopped: the connection is closed; the partial reply is kept.
             if turn.status == "streaming":
                 turn.status = "cancelled"
             self._finish(work, turn, attempt, status="cancelled", error="stopped")
             return
-        except NbstreamError as e:
-            exc = e
         self._settle(turn, cost)
         decision = decide(turn)
         if decision.verdict == "done":
@@ -212,6 +194,32 @@ class _Dispatcher:
             error=error,
             exception=exc,
         )
+
+    async def _send(self, work: Work) -> tuple[Turn, NbstreamError | None, bool]:
+        """Send one attempt here, on this loop: ``(turn, the error raised, stopped)``.
+        Another engine sends elsewhere by overriding this (``ray.py``); the rest of
+        the dispatcher (rate limits, retries, reporting) stays the same."""
+        client = self.client
+        plan, turn = client._request(
+            work.messages, work.system, work.model, work.params
+        )
+        spec = plan.spec
+        spec.max_retries = 0  # the batch retries, through the rate limiter
+        spec.middleware = (*spec.middleware, self.observer)
+        try:
+            if DIRECT:
+                await plan.run(turn, _drop, self.loop)
+            else:
+                stream = AsyncStream(client, plan, turn)
+                try:
+                    await stream.wait()
+                finally:
+                    await stream.aclose()
+        except asyncio.CancelledError:
+            return turn, None, True
+        except NbstreamError as e:
+            return turn, e, False
+        return turn, None, False
 
     def _settle(self, turn: Turn, cost: float) -> None:
         u = turn.usage

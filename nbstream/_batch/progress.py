@@ -32,6 +32,7 @@ class Snapshot:
     rate: float | None  # rows finished per second, lately
     status: str  # running | finished | cancelled | stopped | failed
     errors: tuple[str, ...]  # the last few, newest last
+    note: str | None = None  # the engine's own words (e.g. a provider batch's counts)
 
     @property
     def eta_s(self) -> float | None:
@@ -67,6 +68,8 @@ def line(s: Snapshot) -> str:
         parts.append(f"{_n(s.output_tokens)} tokens out")
     if s.rate:
         parts.append(f"{s.rate:,.1f}/s")
+    if s.note:
+        parts.append(s.note)
     eta = s.eta_s
     if eta is not None:
         parts.append(f"ETA {_s(eta)}")

@@ -19,6 +19,7 @@ RESULT_COLUMNS = (
     "status",
     "input_tokens",
     "output_tokens",
+    "cost_usd",
     "latency_s",
     "ttft_s",
     "attempts",
@@ -35,7 +36,7 @@ def to_pandas(store: Store, frame: Any = None) -> pandas.DataFrame:
         raise ImportError("Job.to_pandas() needs pandas: pip install pandas") from None
     data = store.rows_with_results(
         "s.status, s.text, s.finish_reason, s.input_tokens, s.output_tokens, "
-        "s.latency_s, s.ttft_s, s.attempts, s.error, r.input"
+        "s.turn, s.latency_s, s.ttft_s, s.attempts, s.error, r.input"
     )
     columns: dict[str, list[Any]] = {c: [] for c in RESULT_COLUMNS}
     inputs: list[dict[str, Any]] = []
@@ -46,8 +47,9 @@ def to_pandas(store: Store, frame: Any = None) -> pandas.DataFrame:
             status, err = "invalid", row_error
         elif status is None:
             status = "pending"
-        text, finish, tin, tout, latency, ttft, attempts = values
-        row = (text, finish, status, tin, tout, latency, ttft, attempts, err)
+        text, finish, tin, tout, turn, latency, ttft, attempts = values
+        cost = _cost(turn) if tin is not None or tout is not None else None
+        row = (text, finish, status, tin, tout, cost, latency, ttft, attempts, err)
         for name, value in zip(RESULT_COLUMNS, row, strict=True):
             columns[name].append(value)
     df = frame.copy() if frame is not None else pd.DataFrame(inputs)
@@ -55,6 +57,14 @@ def to_pandas(store: Store, frame: Any = None) -> pandas.DataFrame:
         df[f"{name}_reply" if name in df.columns else name] = columns[name]
     out: pandas.DataFrame = df
     return out
+
+
+def _cost(turn_json: str | None) -> float | None:
+    """The stored turn's cost in US dollars (``Turn.cost``: from its usage and the
+    model's prices), None when unknown."""
+    if turn_json is None:
+        return None
+    return Turn.from_dict(json.loads(turn_json)).cost
 
 
 def transcript(store: Store) -> Transcript:
