@@ -53,11 +53,11 @@ import nbstream
 from bench.engine import serve
 from bench.server import MODEL, expected_text
 from nbstream._batch import job as job_module
-from nbstream._batch.store import Result, Store, Writer
 from nbstream._core.events import Finish, TextDelta, Usage, UsageEvent
 from nbstream._core.pipeline import Pipeline
 from nbstream._core.transcript import Request, Turn
 from nbstream._http.streams import LoopThread
+from nbstream._store.store import Result, Store, Writer
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"

@@ -11,10 +11,10 @@ import pytest
 import nbstream
 from nbstream import Client, ConfigurationError
 from nbstream._batch.inputs import build_rows
-from nbstream._batch.keys import request_key
 from nbstream._batch.policy import decide
 from nbstream._batch.progress import Snapshot, bar, line, summary
 from nbstream._core.transcript import ErrorInfo, Request, Turn
+from nbstream._store.keys import request_key
 from tests.batchkit import KEY, ScriptedModel
 from tests.loopback import LoopbackServer
 

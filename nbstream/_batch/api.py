@@ -14,11 +14,11 @@ from typing import TYPE_CHECKING, Any
 
 from .._core.errors import ConfigurationError
 from .._core.response_format import normalise
+from .._store.keys import canonical, keyed
+from .._store.store import Store
 from .engine import Options, Work, engine_for
 from .inputs import build_rows
 from .job import Job
-from .keys import canonical, keyed
-from .store import Store
 
 if TYPE_CHECKING:
     from .._http.client import Client

@@ -57,7 +57,7 @@ from .._core.transcript import Turn
 
 if TYPE_CHECKING:
     from .._http.client import Client
-    from .store import Store
+    from .._store.store import Store
 
 __all__ = [
     "ENGINES",

@@ -6,7 +6,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from .._core.transcript import Transcript, Turn
-from .store import Store
+from .._store.store import Store
 
 if TYPE_CHECKING:
     import pandas

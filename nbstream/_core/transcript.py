@@ -3,6 +3,11 @@
 Plain data, no I/O but ``save``/``load``. A turn is always current: while it streams,
 ``turn.text`` is the text so far. Stopped and failed turns are kept, partial text included.
 
+The one import that runs up a layer: ``to_markdown`` / ``to_html`` (and ``save`` to
+``.md`` / ``.html``) are here because a user looks for them on the transcript, but the
+documents are drawn by the renderers in ``nbstream._notebook.export*``, imported when
+called. Nothing else in ``_core`` reaches above it.
+
 >>> t = Transcript()
 >>> len(t), t.to_messages()
 (0, [])

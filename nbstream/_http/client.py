@@ -124,7 +124,7 @@ class Client:
         self.cache = os.fspath(cache) if cache else None
         self._cache: ReplyCache | None = None
         if self.cache is not None:
-            from .._batch.cache import StoreCache  # sqlite3 loads only when used
+            from .._store.cache import StoreCache  # sqlite3 loads only when used
 
             self._cache = StoreCache(self.cache)
         key = self.settings.api_key

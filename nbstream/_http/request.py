@@ -44,7 +44,7 @@ class SealedHeaders(dict[str, str]):
 
 class ReplyCache(Protocol):
     """Answers a request from stored replies (``Client(cache=...)``;
-    ``nbstream._batch.cache``)."""
+    ``nbstream._store.cache``)."""
 
     def answer(self, spec: RequestSpec, turn: Turn) -> list[Event] | None:
         """Fill ``turn`` from a stored reply and return its events, or None."""
