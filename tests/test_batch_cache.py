@@ -9,7 +9,7 @@ import pytest
 
 import nbstream
 from nbstream import APIStatusError, Client, Conversation, TextDelta
-from nbstream._notebook.render import readout, readout_text
+from nbstream._notebook.readout import readout, readout_text
 from tests.batchkit import KEY, ScriptedModel, answer, any_slice_of, by_index
 from tests.clientkit import MODES, chat, collect
 from tests.loopback import LoopbackServer

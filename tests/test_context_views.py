@@ -91,9 +91,9 @@ def test_history_shows_text_and_thumbnails_never_the_data() -> None:
 
 
 def test_the_widget_user_message_carries_the_thumbnails() -> None:
-    from nbstream._notebook.widget import _user_message
+    from nbstream._notebook.widget_messages import user_message_of
 
-    msg = _user_message(turn_with("Describe", Named("fig", figure(3, 6))))
+    msg = user_message_of(turn_with("Describe", Named("fig", figure(3, 6))))
     assert msg["text"] == "Describe\n\nImage `fig`:"
     ((image,),) = [msg["images"]]
     assert image["label"].startswith("fig: image/png 300x600, ")
@@ -104,7 +104,7 @@ def test_the_widget_user_message_carries_the_thumbnails() -> None:
     )
     with Image.open(io.BytesIO(base64.b64decode(image["data"]))) as im:
         assert im.size == (80, 160)
-    assert "images" not in _user_message(turn_with("Just text"))
+    assert "images" not in user_message_of(turn_with("Just text"))
 
 
 # -- %%chat --with, in a real kernel ---------------------------------------------------

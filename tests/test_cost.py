@@ -37,7 +37,7 @@ from nbstream._core.pipeline import Pipeline
 from nbstream._core.pricing import format_usd, price_usage
 from nbstream._core.record import Attempt
 from nbstream._core.transcript import Api, Transcript
-from nbstream._notebook.render import readout, readout_text
+from nbstream._notebook.readout import readout, readout_text
 from nbstream._notebook.totals import totals, totals_text
 from tests.conftest import STREAMS, api_of, expected
 from tests.loopback import LoopbackServer, Reply, anthropic_chunks, openai_chunks

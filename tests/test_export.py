@@ -30,7 +30,7 @@ from nbstream._core.pricing import format_usd
 from nbstream._core.record import Attempt
 from nbstream._notebook import export_html
 from nbstream._notebook.export import walk
-from nbstream._notebook.render import readout, readout_text
+from nbstream._notebook.readout import readout, readout_text
 from tests.test_render import (
     CASES,
     CHARS,

@@ -37,12 +37,8 @@ from nbstream._http.conversation import Conversation
 from nbstream._notebook.cell_output import batch_bundle as _batch_bundle
 from nbstream._notebook.cell_output import history_html as _history_html
 from nbstream._notebook.cell_output import history_text as _history_text
-from nbstream._notebook.render import (
-    final_bundle,
-    readout,
-    readout_text,
-    render_markdown,
-)
+from nbstream._notebook.readout import readout, readout_text
+from nbstream._notebook.render import final_bundle, render_markdown
 from nbstream._notebook.totals import totals, totals_text
 from tests.conftest import STREAMS, api_of, expected
 from tests.loopback import openai_chunks

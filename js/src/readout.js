@@ -1,5 +1,5 @@
 // The usage readout line and the conversation totals: twins of readout_text
-// (nbstream/_notebook/render.py) and totals_text (nbstream/_notebook/totals.py), which
+// (nbstream/_notebook/readout.py) and totals_text (nbstream/_notebook/totals.py), which
 // tests/test_cost.py runs side by side on the same data.
 const fmtS = (s) => (s == null ? "-" : s < 1 ? `${Math.round(s * 1000)} ms` : `${s.toFixed(2)} s`);
 

@@ -15,8 +15,9 @@ from .._core.messages import summary
 from .._core.transcript import Turn
 from .._http.conversation import Conversation
 from .coalesce import Coalescer
-from .render import final_bundle, message_html, readout_text, reply_html, wrap_html
-from .render import readout as readout_of
+from .readout import readout as readout_of
+from .readout import readout_text
+from .render import final_bundle, message_html, reply_html, wrap_html
 from .toolblocks import Approvals, ToolFeed
 from .toolview import tool_line
 from .totals import totals, totals_text

@@ -23,8 +23,8 @@ from .cell_output import (
     terminal_text,
 )
 from .cell_request import CellRequest
-from .render import readout as readout_of
-from .render import readout_text
+from .readout import readout as readout_of
+from .readout import readout_text
 from .toolblocks import Approvals
 
 if TYPE_CHECKING:

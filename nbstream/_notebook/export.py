@@ -20,7 +20,7 @@ from typing import Any
 
 from .._core.messages import neutral_calls
 from .._core.transcript import Transcript, Turn
-from .render import readout, readout_text
+from .readout import readout, readout_text
 from .thumbnail import Thumbnail, thumbnail_of
 from .totals import totals, totals_text
 

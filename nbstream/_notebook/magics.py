@@ -33,18 +33,12 @@ from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments
-from IPython.display import display
 from traitlets import Bool, Float, Int, Unicode
 
 from .._core.pricing import warm_up
 from .._http import registry
 from .._http.client import Client, Messages
-from .._http.settings import resolve
 from .cell_clients import ClientCache
-from .cell_output import (
-    history_html,
-    history_text,
-)
 from .cell_request import (
     CellRequest,
     Options,
@@ -56,6 +50,7 @@ from .cell_request import (
     with_variables,
 )
 from .cell_run import CellRunner
+from .chat_actions import print_action
 
 __all__ = [
     "ChatMagics",
@@ -65,7 +60,6 @@ __all__ = [
 ]
 
 Mode = Literal["interactive", "batch", "terminal"]
-DEFAULT_CACHE = "nbstream-cache.sqlite"  # %chat cache on, with no path and no env
 
 
 @magics_class
@@ -248,58 +242,7 @@ class ChatMagics(Magics):
     def chat_line(self, line: str) -> None:
         """``%chat history [NAME]`` · ``%chat clear [NAME]`` · ``%chat config`` ·
         ``%chat stop`` · ``%chat list`` · ``%chat cache on [PATH]|off``"""
-        args = parse_line(self.chat_line, line)
-        action = args.action
-        if action == "history":
-            conv = registry.conversation(args.name)
-            display(
-                {
-                    "text/html": history_html(conv, self.allow_images),
-                    "text/plain": history_text(conv),
-                },
-                raw=True,
-            )
-        elif action == "clear":
-            registry.conversation(args.name).transcript.clear()
-            print(f"Cleared conversation {args.name or registry.DEFAULT!r}.")
-        elif action == "config":
-            print(self.config_text())
-        elif action == "stop":
-            n = self.stop_all()
-            print(f"Stopped {n} running {'reply' if n == 1 else 'replies'}.")
-        elif action == "list":
-            for name, conv in registry.conversations().items():
-                print(f"{name}: {conv.transcript!r}")
-        elif action == "cache":
-            print(self.cache_action(args.name, args.path))
-        elif action == "help":
-            print(_HELP)
-        else:
-            raise UsageError(f"%chat {action!r} is not an action. {_HELP}")
-
-    def cache_action(self, switch: str | None, path: str | None) -> str:
-        """``%chat cache on [PATH]`` / ``off`` / (nothing: say which cache is used)."""
-        if switch == "on":
-            self.cache = path or os.environ.get("NBSTREAM_CACHE") or DEFAULT_CACHE
-        elif switch == "off":
-            self.cache = ""  # off, even when NBSTREAM_CACHE is set
-        elif switch is not None:
-            raise UsageError(
-                f"%chat cache {switch!r}: use `%chat cache on [PATH]` or "
-                "`%chat cache off`."
-            )
-        where = self.cache_path()
-        if where is None:
-            return "The reply cache is off."
-        try:
-            self.client_for(self.options(""))  # opens (and checks) the file now
-        except UsageError as exc:
-            self.cache = ""
-            raise UsageError(f"The reply cache cannot be used: {exc}") from None
-        return (
-            f"The reply cache is on: {where}. A %%chat cell already answered there "
-            "is answered from it at once, marked cached."
-        )
+        print_action(self, parse_line(self.chat_line, line))
 
     def cache_path(self) -> str | None:
         if self.cache is not None:
@@ -392,43 +335,6 @@ class ChatMagics(Magics):
 
     def stop_all(self) -> int:
         return self.runner.stop_all()
-
-    def config_text(self) -> str:
-        opts = self.options("")
-        try:
-            client = self.client_for(opts)
-        except UsageError as exc:
-            return f"The configuration is not usable: {exc}"
-        s = client.settings
-        env = resolve()
-        key_where = "set" if s.api_key else "not set (fine for local servers)"
-        lines = [
-            "nbstream %%chat configuration (cell options override these):",
-            f"  api       {s.api}",
-            f"  base_url  {s.base_url}   (from {s.source if self.base_url is None else '%config ChatMagics.base_url'})",
-            f"  model     {s.model}",
-            f"  api key   {key_where}",
-            f"  system    {self.system!r}",
-            f"  temperature {self.temperature}, max_tokens {self.max_tokens}, timeout {self.timeout}, background {self.background}",
-            f"  cache     {client.cache or 'off'}",
-        ]
-        if env.base_url != s.base_url:
-            lines.append(f"  (the environment alone would give {env.base_url})")
-        return "\n".join(lines)
-
-
-_HELP = """\
-%%chat [options]      send the cell to the model; the reply streams into the output
-  -m MODEL[,FALLBACK,…]  --recover restart|prefill|user_turn  -a openai|anthropic
-  -u BASE_URL  -s SYSTEM  -t TEMPERATURE  --max-tokens N  --timeout SECONDS
-  -c NAME (conversation)  -o VAR (store the Turn)  -i (fill {name})
-  --new (fresh conversation)  -b/--background  --with df,fig (send variables too)
-  --tools f,g (functions the model may call)  --approve (ask first)  --max-steps N
-  --tool-choice auto|required|none|NAME
-  --schema NAME (JSON of the shape of a pydantic model or schema dict named NAME)
-%chat history [NAME] | clear [NAME] | config | stop | list | help
-%chat cache on [PATH] | off   answer cells already asked from a store (marked cached)
-nbstream.conversation(NAME).transcript holds every turn (to_pandas(), save(), …)."""
 
 
 # -- the extension --------------------------------------------------------------------

@@ -19,7 +19,7 @@ import traitlets
 
 from .._core.events import AttemptStart
 from .._core.transcript import Turn
-from .render import readout
+from .readout import readout
 
 __all__ = ["LiveText", "ReplyView", "static_asset"]
 

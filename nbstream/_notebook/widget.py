@@ -30,7 +30,6 @@ import traitlets
 
 from .._core.errors import NbstreamError
 from .._core.events import AttemptStart
-from .._core.messages import text_of
 from .._core.pricing import warm_up
 from .._core.reply import ToolCall
 from .._core.transcript import Transcript, Turn
@@ -39,50 +38,17 @@ from .._http.conversation import Conversation
 from .._http.streams import AsyncStream
 from .._http.tooloptions import tool_options
 from .coalesce import Coalescer
-from .render import readout, takeovers
-from .sent import sent_images
-from .toolblocks import Approvals, ToolFeed, loop_view
+from .readout import readout
+from .toolblocks import Approvals, ToolFeed
 from .totals import totals
 from .view import LiveText, static_asset
+from .widget_messages import changes, message_of, user_message_of
 
 __all__ = ["ChatWidget"]
 
 # Traits the kernel updates incrementally (see ChatWidget._commit): their own sync is
 # suppressed then, and the front end applies a ``messages`` custom message instead.
 _INCREMENTAL = frozenset({"messages", "_messages_rev"})
-
-
-def _message(turn: Turn) -> dict[str, Any]:
-    msg: dict[str, Any] = {
-        "id": turn.id,
-        "role": "assistant",
-        "text": turn.text,
-        "reasoning": turn.reasoning,
-        "status": turn.status,
-        "readout": readout(turn),
-        "error": turn.error.message if turn.error else "",
-    }
-    if turn._steps or turn.request.tools:  # a tool loop: every step, and its calls
-        msg["text"], msg["tools"] = loop_view(turn)
-    if len(turn.attempts) > 1:  # another model took over: how, and what it replaced
-        msg["notes"], msg["superseded"] = takeovers(turn)
-    if turn.structured is not None:  # response_format=: drawn as a table or tree
-        msg["structured"] = True
-        msg["parse_error"] = turn.parse_error or ""
-    return msg
-
-
-def _user_message(turn: Turn) -> dict[str, Any]:
-    content = turn.request.messages[-1].get("content") if turn.request.messages else ""
-    msg: dict[str, Any] = {
-        "id": f"{turn.id}-user",
-        "role": "user",
-        "text": str(content) if not isinstance(content, list) else text_of(content),
-        "turn": turn.id,
-    }
-    if images := sent_images(content):  # thumbnails made here, from the data sent
-        msg["images"] = images
-    return msg
 
 
 class ChatWidget(anywidget.AnyWidget):
@@ -316,7 +282,7 @@ class ChatWidget(anywidget.AnyWidget):
         by_id = {m["id"]: m for m in old}
         out: list[dict[str, Any]] = []
         for turn in self.transcript:
-            for msg in (_user_message(turn), _message(turn)):
+            for msg in (user_message_of(turn), message_of(turn)):
                 prev = by_id.get(msg["id"])
                 out.append(prev if prev == msg else msg)
         return out
@@ -354,7 +320,7 @@ class ChatWidget(anywidget.AnyWidget):
             self._messages_rev = rev
         finally:
             self._quiet = False
-        self.send_msg(_changes(base, rev, len(new), upsert))
+        self.send_msg(changes(base, rev, len(new), upsert))
 
     def _catch_up(self, rev: Any) -> None:
         """A front end at revision ``rev`` asks for what it missed."""
@@ -365,7 +331,7 @@ class ChatWidget(anywidget.AnyWidget):
             upsert = [
                 m for m in self.messages if self._changed_at.get(m["id"], 0) > rev
             ]
-            self.send_msg(_changes(rev, current, len(self.messages), upsert))
+            self.send_msg(changes(rev, current, len(self.messages), upsert))
 
     _quiet = False  # True while _commit updates the incremental traits
 
@@ -401,20 +367,6 @@ class ChatWidget(anywidget.AnyWidget):
             self.send_msg(self._live.snapshot(readout(stream.turn) if stream else None))
         elif kind == "sync":
             self._catch_up(content.get("rev"))
-
-
-def _changes(
-    base: int, rev: int, count: int, upsert: list[dict[str, Any]]
-) -> dict[str, Any]:
-    """Applied on top of revision ``base``, ``upsert`` (replace by id, else append)
-    makes revision ``rev``, of ``count`` messages."""
-    return {
-        "type": "messages",
-        "base": base,
-        "rev": rev,
-        "count": count,
-        "upsert": upsert,
-    }
 
 
 def _models(
