@@ -345,3 +345,28 @@ def test_a_bug_in_the_engine_fails_the_job_and_says_so(
         job.wait(timeout=10)
     assert job.status == "failed" and job.counts["running"] == 0
     assert "batch failed" in repr(job)
+
+
+def test_any_text_a_server_sends_is_stored_and_read_back_as_it_came(
+    srv: LoopbackServer, tmp_path: Path
+) -> None:
+    """A lone surrogate (half an emoji's escape pair, as some servers split it), in a
+    reply and in a prompt, and non-ASCII text: the batch stores them (SQLite takes only
+    UTF-8) and the turns come back from the file exactly; the DataFrame's text column
+    shows the half pair as U+FFFD."""
+    from tests.loopback import Reply, openai_chunks
+
+    texts = ["caf\u00e9 \U0001f600 ", "half \ud83d here", "plain"]
+    for words in texts:
+        body = "".join(f"data: {d}\n\n" for d in openai_chunks([words])).encode()
+        srv.enqueue(Reply.sse(body))
+    store = tmp_path / "texts.sqlite"
+    asked = ["q0", "q1 \udc00 half", "q2 \u00e9"]
+    job = nbstream.batch(asked, client=client_for(srv), store=store, concurrency=1)
+    assert job.wait().counts["done"] == 3
+    again = nbstream.batch(asked, client=client_for(srv), store=store).wait()
+    assert again.counts["done"] == 3 and len(srv.requests) == 3  # read from the file
+    assert sorted(t.text for t in again.transcript) == sorted(texts)
+    shown = [t.replace("\ud83d", "\ufffd") for t in texts]
+    assert sorted(again.to_pandas()["text"]) == sorted(shown)
+    assert list(again.to_pandas()["prompt"]) == asked  # the inputs, exactly
