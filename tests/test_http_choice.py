@@ -136,3 +136,27 @@ def test_a_proxied_request_really_goes_through_the_proxy(
         assert asyncio.run(go()) == "via proxy"
         (seen,) = proxy.requests
         assert seen.path == "http://model.invalid/v1/chat/completions"  # absolute-form
+
+
+@pytest.mark.parametrize("http", ["h1", "httpx2"])
+def test_both_clients_send_any_prompt_as_json_the_server_can_read(
+    http: str, no_proxies: pytest.MonkeyPatch
+) -> None:
+    """A prompt with a lone surrogate (half an emoji's escape pair, pasted or cut by a
+    slice) or non-ASCII text: the body is valid JSON of exactly that text, sent as
+    ``application/json``, and the reply comes back: not an internal error."""
+    prompts = ["caf\u00e9 \U0001f600", "half \ud83d pair", "big " + str(2**70)]
+    with LoopbackServer() as srv:
+        for _ in prompts:
+            srv.enqueue(ok_reply())
+        client = Client(base_url=srv.base_url, api_key=KEY, model="m", http=http)
+        try:
+            for p in prompts:
+                turn = client.chat(p, seed=2**70)
+                assert turn.status == "complete" and turn.text == "Hello world"
+        finally:
+            client.close()
+        for seen, p in zip(srv.requests, prompts, strict=True):
+            assert seen.headers["content-type"] == "application/json"
+            assert seen.json["messages"][-1]["content"] == p
+            assert seen.json["seed"] == 2**70

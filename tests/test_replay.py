@@ -189,3 +189,23 @@ def test_a_stream_that_broke_is_recorded_and_replays_the_same_break(
     assert again.value.turn is not None and live.value.turn is not None
     assert again.value.turn.text == live.value.turn.text == " Once upon"
     assert len(server.requests) == 1  # the replay sent nothing
+
+
+def test_a_prompt_with_half_an_emoji_is_recorded_and_replayed(
+    server: LoopbackServer, tmp_path: Path
+) -> None:
+    """A lone surrogate in the prompt (half an escape pair) cannot be written as UTF-8:
+    the recording keeps it as its JSON escape, so the exchange is not lost, and replay
+    answers the same prompt."""
+    rec = tmp_path / "rec.jsonl"
+    prompt = "half \ud83d pair, caf\u00e9"
+    server.enqueue(Reply.events(openai_chunks(["Hi", " there"])))
+    live = Client(base_url=server.base_url, model="m", record=rec).chat(prompt)
+    assert live.status == "complete" and live.text == "Hi there"
+    (entry,) = [json.loads(line) for line in rec.read_text().splitlines()]
+    assert entry["request"]["body"]["messages"][-1]["content"] == prompt
+    server.close()
+    replayed = Client(
+        base_url="http://127.0.0.1:9/v1", model="m", replay=rec, replay_speed=0
+    ).chat(prompt)
+    assert replayed.text == "Hi there"

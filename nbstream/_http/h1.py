@@ -25,7 +25,6 @@ client unless something needs httpx2 (a proxy, record/replay, ``Client(http=...)
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import ssl
 from collections import deque
@@ -33,10 +32,9 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-import orjson
-
 from .h1parse import MAX_HEAD, Dechunker, Head, find_head_end, parse_head, request_head
 from .h1pool import Conn, Origin, Pool
+from .request import encode_body
 from .response import Response, TransportFailure
 from .settings import Timeouts
 
@@ -137,11 +135,15 @@ class _Body:
                     self.done = True
                     break
                 self.conn.reusable = False
-                what = "the last chunk" if self.dechunk else f"{self.left} more bytes"
+                what = (
+                    "the last chunk was due"
+                    if self.dechunk
+                    else f"{self.left} more bytes were due"
+                )
                 raise TransportFailure(
                     "broken",
                     f"the server closed the connection before the end of the body "
-                    f"({what} were due){self.conn.why_closed()}",
+                    f"({what}){self.conn.why_closed()}",
                 )
             dechunk = self.dechunk
             if dechunk is not None:
@@ -259,14 +261,6 @@ def _target(url: str) -> _Target:
     return _Target((scheme, host, port), hostport, path)
 
 
-def _dumps(body: Any) -> bytes:
-    try:
-        return orjson.dumps(body)
-    except TypeError:  # e.g. an integer beyond 64 bits: the standard library's
-        text = json.dumps(body, ensure_ascii=False, separators=(",", ":"))
-        return text.encode("utf-8")
-
-
 class H1:
     """The HTTP/1.1 connections of one client on one event loop."""
 
@@ -291,7 +285,7 @@ class H1:
             target = _target(url)
             if len(self._targets) < 64:
                 self._targets[url] = target
-        payload = _dumps(body)
+        payload = encode_body(body)
         head, close = request_head(target.path, target.host, headers, len(payload))
         data = head + payload
         pool = self._pool

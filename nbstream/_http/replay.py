@@ -73,20 +73,23 @@ class Exchange:
                 chunks.append([round(dt, 6), "t", data.decode("utf-8")])
             except UnicodeDecodeError:  # a chunk that splits a character
                 chunks.append([round(dt, 6), "b", base64.b64encode(data).decode()])
-        return json.dumps(
-            {
-                "format": FORMAT,
-                "version": VERSION,
-                "request": {"path": self.path, "body": self.body},
-                "response": {
-                    "status": self.status,
-                    "headers": self.headers,
-                    "chunks": chunks,
-                    **({"broke": self.broke} if self.broke else {}),
-                },
+        record = {
+            "format": FORMAT,
+            "version": VERSION,
+            "request": {"path": self.path, "body": self.body},
+            "response": {
+                "status": self.status,
+                "headers": self.headers,
+                "chunks": chunks,
+                **({"broke": self.broke} if self.broke else {}),
             },
-            ensure_ascii=False,
-        )
+        }
+        line = json.dumps(record, ensure_ascii=False)
+        try:
+            line.encode()
+        except UnicodeEncodeError:  # a lone surrogate (in a prompt): as its \\u escape
+            line = json.dumps(record)
+        return line
 
     @classmethod
     def from_json(cls, line: str, where: str) -> Exchange:

@@ -10,6 +10,8 @@ import json
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+import orjson
+
 from .._core.events import Event
 from .._core.images import without_image_data
 from .._core.providers import Provider
@@ -27,6 +29,7 @@ __all__ = [
     "ReplyCache",
     "RequestSpec",
     "SealedHeaders",
+    "encode_body",
 ]
 
 RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
@@ -121,3 +124,13 @@ class RequestSpec:
 
     def __repr__(self) -> str:
         return f"<RequestSpec POST {self.url} model={self.settings.model!r}>"
+
+
+def encode_body(body: dict[str, Any]) -> bytes:
+    """A request's JSON, as both HTTP clients send it: orjson (compact UTF-8); what
+    orjson refuses (a lone surrogate in a prompt, an integer beyond 64 bits) in
+    ``json``'s ASCII form, the same JSON value with ``\\u`` escapes."""
+    try:
+        return orjson.dumps(body)
+    except TypeError:
+        return json.dumps(body, separators=(",", ":")).encode()

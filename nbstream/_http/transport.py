@@ -44,6 +44,7 @@ import httpx2
 from .._core.secrets import Scrubber
 from .h1 import H1
 from .replay import Recording, RecordingTransport, ReplayTransport
+from .request import encode_body
 from .response import DRAIN_BYTES, DRAIN_S, SLICE, Response, TransportFailure
 from .settings import Timeouts
 
@@ -271,7 +272,12 @@ class HTTP:
             return await self._h1.send(url, body, headers)
         client = self._client
         assert client is not None
-        request = client.build_request("POST", url, json=body, headers=headers)
+        request = client.build_request(
+            "POST",
+            url,
+            content=encode_body(body),
+            headers={"content-type": "application/json", **headers},
+        )
         try:
             inner = await client.send(request, stream=True)
         except httpx2.TransportError as exc:
