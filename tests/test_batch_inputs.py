@@ -13,6 +13,7 @@ from nbstream import Client, ConfigurationError
 from nbstream._batch.inputs import build_rows
 from nbstream._batch.policy import decide
 from nbstream._batch.progress import Snapshot, bar, line, summary
+from nbstream._core.pricing import format_usd
 from nbstream._core.transcript import ErrorInfo, Request, Turn
 from nbstream._store.keys import request_key
 from tests.batchkit import KEY, ScriptedModel
@@ -193,6 +194,38 @@ def test_the_progress_text() -> None:
     done = _snap(done=4997, pending=0, running=0, status="finished", elapsed_s=125.0)
     assert line(done).endswith("finished in 2 min 5 s")
     assert summary(done) == "batch finished: 5,000 rows · 4,997 done · 3 failed"
+
+
+def test_the_progress_text_has_the_cost_so_far() -> None:
+    assert " · ~$0.0042 · " in line(_snap(cost_usd=0.0042, cost_estimated=True))
+    assert " · $1.25 (3 unpriced) · " in line(_snap(cost_usd=1.25, cost_unknown=3))
+    assert " · cost unknown · " in line(_snap(cost_unknown=1200))
+    assert "$" not in line(_snap()) and "cost" not in line(_snap())
+
+
+@pytest.mark.parametrize("model", ["gpt-4o-mini", "my-local-model"])
+def test_the_progress_shows_what_the_rows_cost(
+    server: LoopbackServer, tmp_path: Path, model: str
+) -> None:
+    """The cost so far is the sum of the finished rows' ``turn.cost`` (what
+    ``to_pandas()`` shows per row); a model with no known price says so."""
+    server.serve(ScriptedModel())
+    client = Client(base_url=server.base_url, api_key=KEY, model=model)
+    job = nbstream.batch(
+        [f"question {i}" for i in range(12)],
+        client=client,
+        concurrency=4,
+        store=tmp_path / "cost.sqlite",
+    ).wait()
+    s = job.snapshot()
+    costs = list(job.to_pandas()["cost_usd"])
+    if model == "gpt-4o-mini":
+        assert all(c > 0 for c in costs)
+        assert s.cost_usd == pytest.approx(sum(costs)) and s.cost_unknown == 0
+        assert format_usd(s.cost_usd) in line(s)
+    else:
+        assert s.cost_usd is None and s.cost_unknown == 12
+        assert "cost unknown" in line(s)
 
 
 def test_in_a_terminal_a_progress_bar_goes_to_stderr(

@@ -1,5 +1,5 @@
 """A batch's progress view in JupyterLab, in headless Chromium: it fills while the
-batch runs (counts, throughput, tokens, ETA, the last errors), and its Stop button,
+batch runs (counts, throughput, tokens, cost, ETA, the last errors), and its Stop button,
 clicked in the page, stops the batch in the kernel and leaves the store consistent.
 
 Its own JupyterLab and kernel (tests/lab.py), against the scripted loopback model of
@@ -101,6 +101,7 @@ def test_the_view_fills_while_the_batch_runs_and_stop_stops_it(nb: Notebook) -> 
         "the view to show a quarter of the batch done",
     )
     assert re.search(r"\d+(\.\d)?/s", text) and "ETA" in text
+    assert re.search(r"tokens out · \$\d+\.\d+ · ", text)  # the cost so far
     assert "1 failed" in text and "row 3: " in text  # the last errors
     assert "row 7: retrying" in text and "row 11: retrying" in text
     nb.screenshot("batch-1-running", nb.cell(0))

@@ -101,6 +101,9 @@ class Job:
         self.retries = 0
         self.input_tokens = 0
         self.output_tokens = 0
+        self.cost_usd: float | None = None  # this run's priced rows (turn.cost)
+        self.cost_estimated = False
+        self.cost_unknown = 0
         self._errors: deque[str] = deque(maxlen=5)
         self._status = "running"
         self.error: BaseException | None = None  # what stopped or failed the job
@@ -182,6 +185,12 @@ class Job:
         if turn is not None and turn.usage is not None:
             self.input_tokens += turn.usage.input_tokens or 0
             self.output_tokens += turn.usage.output_tokens or 0
+            cost = turn.cost_details
+            if cost is None:
+                self.cost_unknown += 1
+            else:
+                self.cost_usd = (self.cost_usd or 0.0) + cost.total_usd
+                self.cost_estimated = self.cost_estimated or cost.estimated
         if outcome.status == "failed":
             self._errors.append(f"row {work.positions[0]}: {outcome.error}")
             if self._on_error == "stop" and self.error is None:
@@ -353,6 +362,9 @@ class Job:
             retries=self.retries,
             input_tokens=self.input_tokens,
             output_tokens=self.output_tokens,
+            cost_usd=self.cost_usd,
+            cost_estimated=self.cost_estimated,
+            cost_unknown=self.cost_unknown,
             elapsed_s=elapsed,
             rate=rate,
             status=self._status,

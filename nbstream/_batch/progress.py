@@ -5,6 +5,9 @@
 ...              elapsed_s=2.0, rate=2.5, status="running", errors=())
 >>> line(s)
 '4/10 done · 1 failed · 2 running · 3 retries · 120 tokens out · 2.5/s · ETA 2 s'
+>>> from dataclasses import replace
+>>> line(replace(s, cost_usd=0.0042, cost_estimated=True))
+'4/10 done · 1 failed · 2 running · 3 retries · 120 tokens out · ~$0.0042 · 2.5/s · ETA 2 s'
 >>> summary(s)
 'batch running: 10 rows · 4 done · 1 failed · 5 pending'
 """
@@ -12,6 +15,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from .._core.pricing import format_usd
 
 __all__ = ["Snapshot", "bar", "line", "summary"]
 
@@ -33,6 +38,9 @@ class Snapshot:
     status: str  # running | finished | cancelled | stopped | failed
     errors: tuple[str, ...]  # the last few, newest last
     note: str | None = None  # the engine's own words (e.g. a provider batch's counts)
+    cost_usd: float | None = None  # of this run's priced rows; None: none priced
+    cost_estimated: bool = False  # some of it rests on estimated token counts
+    cost_unknown: int = 0  # rows with usage whose model has no known price
 
     @property
     def eta_s(self) -> float | None:
@@ -66,6 +74,13 @@ def line(s: Snapshot) -> str:
         parts.append(f"{_n(s.retries)} retries")
     if s.output_tokens:
         parts.append(f"{_n(s.output_tokens)} tokens out")
+    if s.cost_usd is not None:
+        cost = ("~" if s.cost_estimated else "") + format_usd(s.cost_usd)
+        parts.append(
+            cost + (f" ({_n(s.cost_unknown)} unpriced)" if s.cost_unknown else "")
+        )
+    elif s.cost_unknown:
+        parts.append("cost unknown")
     if s.rate:
         parts.append(f"{s.rate:,.1f}/s")
     if s.note:
