@@ -886,3 +886,8 @@ def test_a_batch_asks_every_row_for_the_format(
     assert "$: the required property 'temperature' is missing" in (
         second.parse_error or ""
     )
+    # the batch's DataFrame has them too, as Transcript.to_pandas has
+    df = job.to_pandas()
+    assert list(df["parsed"]) == [json.loads(good), None]
+    assert df["parse_error"].isna()[0] and "temperature" in df["parse_error"][1]
+    assert "parsed" not in nbstream.batch([], store=tmp_path / "none.sqlite").to_pandas()

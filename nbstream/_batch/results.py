@@ -38,8 +38,9 @@ def to_pandas(store: Store, frame: Any = None) -> pandas.DataFrame:
         "s.status, s.text, s.finish_reason, s.input_tokens, s.output_tokens, "
         "s.turn, s.latency_s, s.ttft_s, s.attempts, s.error, r.input"
     )
-    columns: dict[str, list[Any]] = {c: [] for c in RESULT_COLUMNS}
+    columns: dict[str, list[Any]] = {c: [] for c in (*RESULT_COLUMNS, *_STRUCTURED)}
     inputs: list[dict[str, Any]] = []
+    structured = False
     for _pos, row_error, status, *values, err, given in data:
         if frame is None:
             inputs.append(json.loads(given))
@@ -47,24 +48,29 @@ def to_pandas(store: Store, frame: Any = None) -> pandas.DataFrame:
             status, err = "invalid", row_error
         elif status is None:
             status = "pending"
-        text, finish, tin, tout, turn, latency, ttft, attempts = values
-        cost = _cost(turn) if tin is not None or tout is not None else None
+        text, finish, tin, tout, turn_json, latency, ttft, attempts = values
+        turn = Turn.from_dict(json.loads(turn_json)) if turn_json is not None else None
+        cost = turn.cost if turn is not None and (tin, tout) != (None, None) else None
         row = (text, finish, status, tin, tout, cost, latency, ttft, attempts, err)
         for name, value in zip(RESULT_COLUMNS, row, strict=True):
             columns[name].append(value)
+        # response_format=: the value as JSON data (pd.json_normalize), as in
+        # Transcript.to_pandas
+        parsed = parse_error = None
+        if turn is not None and turn.structured is not None:
+            structured = True
+            parsed = turn.structured.parsed_data(turn)
+            parse_error = turn.parse_error
+        columns["parsed"].append(parsed)
+        columns["parse_error"].append(parse_error)
     df = frame.copy() if frame is not None else pd.DataFrame(inputs)
-    for name in RESULT_COLUMNS:
+    for name in (*RESULT_COLUMNS, *(_STRUCTURED if structured else ())):
         df[f"{name}_reply" if name in df.columns else name] = columns[name]
     out: pandas.DataFrame = df
     return out
 
 
-def _cost(turn_json: str | None) -> float | None:
-    """The stored turn's cost in US dollars (``Turn.cost``: from its usage and the
-    model's prices), None when unknown."""
-    if turn_json is None:
-        return None
-    return Turn.from_dict(json.loads(turn_json)).cost
+_STRUCTURED = ("parsed", "parse_error")  # columns only when a row asked for a format
 
 
 def transcript(store: Store) -> Transcript:
