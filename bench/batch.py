@@ -57,7 +57,8 @@ from nbstream._core.events import Finish, TextDelta, Usage, UsageEvent
 from nbstream._core.pipeline import Pipeline
 from nbstream._core.transcript import Request, Turn
 from nbstream._http.streams import LoopThread
-from nbstream._store.store import Result, Store, Writer
+from nbstream._store.store import Result, Store
+from nbstream._store.writer import Writer
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"

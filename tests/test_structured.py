@@ -890,4 +890,6 @@ def test_a_batch_asks_every_row_for_the_format(
     df = job.to_pandas()
     assert list(df["parsed"]) == [json.loads(good), None]
     assert df["parse_error"].isna()[0] and "temperature" in df["parse_error"][1]
-    assert "parsed" not in nbstream.batch([], store=tmp_path / "none.sqlite").to_pandas()
+    assert (
+        "parsed" not in nbstream.batch([], store=tmp_path / "none.sqlite").to_pandas()
+    )

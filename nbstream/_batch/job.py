@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING, Any
 from .._core.errors import NbstreamError
 from .._core.transcript import Transcript
 from .._http.streams import LoopThread, in_loop
-from .._store.store import Result, Store, Writer
+from .._store.store import Result, Store
+from .._store.writer import Writer
 from . import results
 from .display import JobStatus, kernel_mode, want_bar
 from .engine import Engine, Options, Outcome, Run, Stop, Work

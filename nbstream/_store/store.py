@@ -18,7 +18,7 @@ Schema (format ``nbstream.store`` version 1)::
     rows(position INTEGER PRIMARY KEY,          the current batch, one row per input
          key TEXT, input TEXT, error TEXT)      (key NULL and error set: not sent)
 
-A ``done`` result is never overwritten. Writes go through one ``Writer`` thread in small
+A ``done`` result is never overwritten. Writes go through one ``Writer`` (``writer.py``) thread in small
 transactions (whatever finished since its last commit, at most ``MAX_TRANSACTION``
 results): WAL mode, ``synchronous=NORMAL``,
 so a killed process loses only the results it had not yet handed over, a few
@@ -33,10 +33,8 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Future
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from queue import SimpleQueue
 from typing import Any, Literal
 
 import orjson
@@ -44,7 +42,7 @@ import orjson
 from .._core.errors import ConfigurationError
 from .._core.transcript import Turn
 
-__all__ = ["FORMAT", "Result", "Store", "Writer"]
+__all__ = ["FORMAT", "UPSERT", "Result", "Store", "connect"]
 
 FORMAT = "nbstream.store"
 VERSION = "1"
@@ -79,7 +77,7 @@ CREATE TABLE IF NOT EXISTS rows (
 CREATE INDEX IF NOT EXISTS rows_key ON rows(key);
 """
 
-_UPSERT = """
+UPSERT = """
 INSERT INTO results (key, request, status, final, text, finish_reason, input_tokens,
     output_tokens, latency_s, ttft_s, attempts, error, status_code, started_at,
     finished_at, turn)
@@ -360,76 +358,4 @@ class Store:
         """Write one result now (the reply cache: one request at a time)."""
         values = result.values()
         with self._cursor() as c:
-            c.execute(_UPSERT, values)
-
-
-_FLUSH = object()
-_CLOSE = object()
-MAX_TRANSACTION = 256  # results per commit at most, should the writer fall behind
-
-
-class Writer:
-    """The one writer of a run: a thread that commits what it is handed, whatever has
-    queued up since its last commit in one transaction. ``put`` never blocks."""
-
-    def __init__(self, path: str, on_error: Callable[[BaseException], None]) -> None:
-        self._path = path
-        self._queue: SimpleQueue[Any] = SimpleQueue()
-        self._on_error = on_error
-        self.error: BaseException | None = None
-        self.written = 0
-        self.commits = 0
-        self._thread = threading.Thread(
-            target=self._main, name="nbstream-batch-store", daemon=True
-        )
-        self._thread.start()
-
-    def put(self, result: Result) -> None:
-        self._queue.put(result)
-
-    def flush(self) -> Future[None]:
-        """Done when everything put before is committed (or failed: ``error``)."""
-        fut: Future[None] = Future()
-        self._queue.put((_FLUSH, fut))
-        return fut
-
-    def close(self) -> Future[None]:
-        fut: Future[None] = Future()
-        self._queue.put((_CLOSE, fut))
-        return fut
-
-    def _main(self) -> None:
-        conn: sqlite3.Connection | None = None
-        try:
-            conn = connect(self._path)
-        except sqlite3.Error as exc:
-            self._fail(exc)
-        while True:
-            items = [self._queue.get()]
-            while len(items) < MAX_TRANSACTION and not self._queue.empty():
-                items.append(self._queue.get_nowait())
-            results = [i for i in items if isinstance(i, Result)]
-            if results and conn is not None and self.error is None:
-                try:
-                    values = [r.values() for r in results]
-                    with conn:
-                        conn.executemany(_UPSERT, values)
-                    self.written += len(values)
-                    self.commits += 1
-                except Exception as exc:  # disk full, a locked file, a bug: say so
-                    self._fail(exc)
-            closing = False
-            for item in items:
-                if isinstance(item, tuple):
-                    kind, fut = item
-                    fut.set_result(None)
-                    closing = closing or kind is _CLOSE
-            if closing:
-                if conn is not None:
-                    conn.close()
-                return
-
-    def _fail(self, exc: BaseException) -> None:
-        if self.error is None:
-            self.error = exc
-            self._on_error(exc)
+            c.execute(UPSERT, values)
