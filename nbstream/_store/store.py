@@ -18,11 +18,11 @@ Schema (format ``nbstream.store`` version 1)::
     rows(position INTEGER PRIMARY KEY,          the current batch, one row per input
          key TEXT, input TEXT, error TEXT)      (key NULL and error set: not sent)
 
-A ``done`` result is never overwritten. Writes go through one ``Writer`` (``writer.py``) thread in small
-transactions (whatever finished since its last commit, at most ``MAX_TRANSACTION``
-results): WAL mode, ``synchronous=NORMAL``,
-so a killed process loses only the results it had not yet handed over, a few
-milliseconds' worth, never a committed one, and never leaves half a row.
+A ``done`` result is never overwritten. Writes go through one ``Writer`` thread
+(``writer.py``) in small transactions (whatever finished since its last commit, at most
+``MAX_TRANSACTION`` results): WAL mode, ``synchronous=NORMAL``, so a killed process loses
+only the results it had not yet handed over, a few milliseconds' worth, never a committed
+one, and never leaves half a row.
 """
 
 from __future__ import annotations
