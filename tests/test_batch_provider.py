@@ -23,6 +23,7 @@ import pytest
 
 import nbstream
 from nbstream import Client
+from nbstream._batch.anthropic_batch import AnthropicBatch
 from nbstream._batch.batchapi import custom_id_for
 from nbstream._batch.openai_batch import OpenAIBatch
 from nbstream._batch.progress import line
@@ -399,3 +400,17 @@ def test_one_batch_per_model_and_within_the_providers_limits(
     assert all(len(m) == 1 for m in models)  # one model a batch
     assert sizes == [2, 3, 3] and emu.submissions == 3  # 3 + 2 of one, 3 of the other
     assert len(meta(tmp_path / "split.sqlite", "engine.openai-batch")["batches"]) == 3
+
+
+@pytest.mark.parametrize("api", [OpenAIBatch(), AnthropicBatch()])
+def test_a_batch_file_line_holds_any_prompt(api: Any) -> None:
+    """A line of the batch file is one JSON object with the request exactly, whatever
+    the prompt holds: non-ASCII, a lone surrogate (as its escape), a newline."""
+    prompt = "caf\u00e9 \U0001f600 half \ud83d pair\nnext line"
+    body = {"model": "m", "messages": [{"role": "user", "content": prompt}]}
+    raw = api.entry("k1", body)
+    assert b"\n" not in raw  # one line each
+    obj = json.loads(raw)
+    sent = obj["body"] if "body" in obj else obj["params"]
+    assert obj["custom_id"] == "k1" and sent == body
+

@@ -23,12 +23,12 @@ it is on the client's own server, else the documented path is asked instead.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from typing import Any
 
 from .._core.errors import APIError
-from .batchapi import Line, Poll
+from .._http.request import encode_body
+from .batchapi import Line, Poll, result_object
 from .rest import Rest, same_origin
 
 __all__ = ["ERROR_STATUS", "AnthropicBatch"]
@@ -57,7 +57,7 @@ class AnthropicBatch:
 
     def entry(self, custom_id: str, body: dict[str, Any]) -> bytes:
         req = {"custom_id": custom_id, "params": body}
-        return json.dumps(req, ensure_ascii=False, separators=(",", ":")).encode()
+        return encode_body(req)
 
     async def submit(self, rest: Rest, entries: list[bytes]) -> str:
         data = b'{"requests":[' + b",".join(entries) + b"]}"
@@ -106,13 +106,10 @@ def _lines(lines: Iterator[bytes], ids: list[str]) -> Iterator[Line]:
 
 
 def _line(raw: bytes) -> Line | None:
-    try:
-        obj = json.loads(raw)
-    except ValueError:
+    found = result_object(raw)
+    if found is None:
         return None
-    if not isinstance(obj, dict) or not isinstance(obj.get("custom_id"), str):
-        return None
-    cid = obj["custom_id"]
+    cid, obj = found
     result = obj.get("result")
     kind = result.get("type") if isinstance(result, dict) else None
     if kind == "succeeded":

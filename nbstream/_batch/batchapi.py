@@ -7,6 +7,7 @@ request's result. ``custom_id_for`` makes a request key a ``custom_id``.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 if TYPE_CHECKING:
     from .rest import Rest
 
-__all__ = ["BatchAPI", "Line", "Poll", "custom_id_for"]
+__all__ = ["BatchAPI", "Line", "Poll", "custom_id_for", "result_object"]
 
 _CUSTOM_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
@@ -70,3 +71,15 @@ class BatchAPI(Protocol):
         """Every result line; for requests the files leave out, a ``missing``
         line or what the batch's end says about them (``ids``: its custom ids)."""
         ...
+
+
+def result_object(raw: bytes) -> tuple[str, dict[str, Any]] | None:
+    """One line of a results file as ``(custom_id, the line's object)``; None for a line
+    that is not a JSON object with a string ``custom_id``."""
+    try:
+        obj = json.loads(raw)
+    except ValueError:
+        return None
+    if not isinstance(obj, dict) or not isinstance(obj.get("custom_id"), str):
+        return None
+    return obj["custom_id"], obj

@@ -22,12 +22,12 @@ same input file.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from typing import Any
 
 from .._core.errors import APIError
-from .batchapi import Line, Poll
+from .._http.request import encode_body
+from .batchapi import Line, Poll, result_object
 from .rest import Rest
 
 __all__ = ["ENDPOINT", "OpenAIBatch"]
@@ -45,7 +45,7 @@ class OpenAIBatch:
 
     def entry(self, custom_id: str, body: dict[str, Any]) -> bytes:
         line = {"custom_id": custom_id, "method": "POST", "url": ENDPOINT, "body": body}
-        return json.dumps(line, ensure_ascii=False, separators=(",", ":")).encode()
+        return encode_body(line)
 
     async def submit(self, rest: Rest, entries: list[bytes]) -> str:
         upload = await rest.upload(
@@ -125,13 +125,10 @@ def _lines(
 
 
 def _line(raw: bytes) -> Line | None:
-    try:
-        obj = json.loads(raw)
-    except ValueError:
+    found = result_object(raw)
+    if found is None:
         return None
-    if not isinstance(obj, dict) or not isinstance(obj.get("custom_id"), str):
-        return None
-    cid = obj["custom_id"]
+    cid, obj = found
     err, resp = obj.get("error"), obj.get("response")
     if isinstance(err, dict):
         code = err.get("code") if isinstance(err.get("code"), str) else None
