@@ -413,4 +413,3 @@ def test_a_batch_file_line_holds_any_prompt(api: Any) -> None:
     obj = json.loads(raw)
     sent = obj["body"] if "body" in obj else obj["params"]
     assert obj["custom_id"] == "k1" and sent == body
-
