@@ -21,6 +21,7 @@ import argparse
 import contextlib
 import importlib.util
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -163,7 +164,11 @@ def start(
         "--port",
         str(port),
     ]
-    proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+    # llama_cpp.server reads its settings from the environment too, and there they beat
+    # the command line: a PORT=8888 meant for JupyterLab would move the model there.
+    ours = {"host", "port", "model", "model_alias", "n_threads", "n_ctx"}
+    env = {k: v for k, v in os.environ.items() if k.lower() not in ours}
+    proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
     server = LocalServer(base, proc)
     deadline = time.monotonic() + ready_timeout
     while _models(base, timeout=1.0) is None:

@@ -30,19 +30,40 @@ def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("xdg-cache")
 
 
+# What a user's shell may hold for other programs (scripts/start.sh passes PORT to
+# JupyterLab); llama_cpp.server would take these over its command line.
+DECOYS = {"PORT": "8899", "HOST": "0.0.0.0", "MODEL": "/nowhere.gguf", "N_CTX": "7"}
+
+
 @pytest.fixture(scope="module")
 def local(cache_dir: Path) -> Iterator[LocalServer]:
-    saved = os.environ.get("XDG_CACHE_HOME")
-    os.environ["XDG_CACHE_HOME"] = str(cache_dir)
+    saved = {k: os.environ.get(k) for k in ("XDG_CACHE_HOME", *DECOYS)}
+    os.environ.update(XDG_CACHE_HOME=str(cache_dir), **DECOYS)
     try:
         server = start(port=0, log=cache_dir / "llama-server.log")
     finally:
-        if saved is None:
-            del os.environ["XDG_CACHE_HOME"]
-        else:
-            os.environ["XDG_CACHE_HOME"] = saved
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
     yield server
     server.stop()
+
+
+def test_the_server_starts_where_asked_whatever_the_environment_says(
+    local: LocalServer,
+) -> None:
+    """Started with PORT, HOST, MODEL and N_CTX set for something else (the fixture
+    does): it answers at the address nbstream chose, with nbstream's model (with
+    MODEL taken, it would not load; with PORT, it would listen on 8899)."""
+    assert local.process is not None and local.process.poll() is None
+    assert local.base_url.startswith("http://127.0.0.1:")
+    assert ":8899/" not in local.base_url
+    turn = Client(base_url=local.base_url, model=LOCAL_MODEL).chat(
+        "Say hi.", max_tokens=5, temperature=0
+    )
+    assert turn.status == "complete" and turn.text
 
 
 def test_the_local_model_streams_a_real_reply(
