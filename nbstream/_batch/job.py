@@ -406,8 +406,9 @@ class Job:
         """One row per input row: the input's columns, then ``text``,
         ``finish_reason``, ``status`` (done, failed, cancelled, invalid, pending),
         ``input_tokens``, ``output_tokens``, ``cost_usd`` (``turn.cost``),
-        ``latency_s``, ``ttft_s``, ``attempts`` and ``error``. A result column whose name an input column has is suffixed
-        ``_reply``. A DataFrame input keeps its index."""
+        ``latency_s``, ``ttft_s``, ``attempts`` and ``error``; with ``response_format``,
+        ``parsed`` and ``parse_error``. A result column whose name an input column has
+        is suffixed ``_reply``. A DataFrame input keeps its index."""
         self._flush()
         return results.to_pandas(self._store, self._frame)
 
