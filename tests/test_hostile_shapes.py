@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 from nbstream import Conversation, InternalError, NbstreamError, Transcript
 from nbstream._core.pipeline import Pipeline
 from nbstream._core.transcript import Api, Request, Turn
+from nbstream._notebook.readout import readout, readout_text
 from tests.clientkit import MODES, chat, client_for
 from tests.conftest import STREAMS
 from tests.loopback import LoopbackServer, Reply
@@ -95,6 +96,10 @@ def assert_usable(turn: Turn) -> None:
     for api in ("openai", "anthropic"):
         json.dumps(tr.to_messages(cast(Api, api)))
     repr(turn)
+    # its cost and readout (genai-prices is given whatever usage the server sent)
+    cost = turn.cost
+    assert cost is None or (isinstance(cost, float) and cost >= 0)
+    assert isinstance(readout_text(readout(turn)), str)
 
 
 OPENAI_CASES = {
@@ -424,3 +429,62 @@ def test_anthropic_server_fallback_names_the_model_that_wrote_the_reply() -> Non
     assert handover["from"]["model"] == "claude-opus-4-7"
     assert handover["trigger"]["type"] == "refusal"
     assert turn.usage is not None and turn.usage.output_tokens == 8
+
+
+usage_values = st.one_of(
+    json_values,
+    st.integers(-(2**70), 2**70),
+    st.sampled_from([0, 1, 10**9, 10**15, 2**63, 10**30]),
+)
+usage_keys = st.sampled_from(
+    [
+        "prompt_tokens",
+        "completion_tokens",
+        "total_tokens",
+        "prompt_tokens_details",
+        "completion_tokens_details",
+        "input_tokens",
+        "output_tokens",
+        "cache_read_input_tokens",
+        "cache_creation_input_tokens",
+        "cache_creation",
+        "server_tool_use",
+    ]
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    api=st.sampled_from(["openai", "anthropic"]),
+    usage=st.dictionaries(
+        usage_keys,
+        usage_values
+        | st.dictionaries(
+            st.sampled_from(
+                ["cached_tokens", "reasoning_tokens", "ephemeral_1h_input_tokens"]
+            ),
+            usage_values,
+        ),
+        max_size=6,
+    ),
+)
+def test_any_usage_a_server_reports_prices_to_a_finite_cost_or_none(
+    api: str, usage: dict[str, Any]
+) -> None:
+    """A model the price dataset knows, and whatever usage the server reports (huge,
+    negative, contradictory, of the wrong type): the cost is a finite dollar amount or
+    unknown (None), and the readout reads; nothing raises."""
+    if api == "openai":
+        model = "gpt-4o-mini"
+        events = openai_stream(oa(choices=[], usage=usage))
+    else:
+        model = "claude-3-5-haiku-latest"
+        events = anthropic_stream(ant("message_delta", delta={}, usage=usage))
+    turn = Turn(Request([], model, cast(Api, api), "http://127.0.0.1:9/v1"))
+    pipe = Pipeline(cast(Api, api), turn)
+    pipe.feed("".join(f"data: {e}\n\n" for e in events).encode(), 0.0)
+    pipe.close(1.0)
+    cost = turn.cost
+    assert cost is None or (isinstance(cost, float) and 0 <= cost < float("inf"))
+    assert isinstance(readout_text(readout(turn)), str)
+    assert_usable(turn)
