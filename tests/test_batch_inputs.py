@@ -118,8 +118,8 @@ def test_the_request_key_is_what_is_asked_and_never_the_api_key() -> None:
     ]
     assert len({k, *others}) == 7
     # two clients with different keys ask the same request
-    a = Client(base_url="http://h/v1", model="m", api_key="sk-aaaaaaaaaaaaaaaaaaaa")
-    b = Client(base_url="http://h/v1", model="m", api_key="sk-bbbbbbbbbbbbbbbbbbbb")
+    a = Client(base_url="http://h/v1", model="m", api_key="test-key-one-not-real")
+    b = Client(base_url="http://h/v1", model="m", api_key="test-key-two-not-real")
     ka, kb = (request_key(c.api, c.base_url, c.model, USER, None, {}) for c in (a, b))
     assert ka == kb
 
