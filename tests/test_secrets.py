@@ -294,7 +294,7 @@ def run_echo(
     return [*everything_a_user_can_see(turn, err, tmp, records), logs, repr(client)]
 
 
-KEY = "sk-proj-AbCdEf0123456789GhIjKlMnOpQrStUv"
+KEY = "sk-proj-FAKE0123456789notARealKeyXyZ"  # key-shaped, not a key
 
 
 @pytest.mark.parametrize("api", ["openai", "anthropic"])
