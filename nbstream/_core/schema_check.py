@@ -25,7 +25,7 @@ import json
 import re
 from typing import Any
 
-__all__ = ["check"]
+__all__ = ["check", "resolve_ref"]
 
 MAX_ERRORS = 10
 _MAX_REFS = 64  # $ref hops without going deeper into the data (a schema {"$ref": "#"})
@@ -120,17 +120,7 @@ class _Checker:
             self.number(schema, data, where)
 
     def resolve(self, ref: str) -> Any:
-        if ref == "#":
-            return self.root
-        if not ref.startswith("#/"):
-            return None
-        node = self.root
-        for part in ref[2:].split("/"):
-            part = part.replace("~1", "/").replace("~0", "~")
-            if not isinstance(node, dict) or part not in node:
-                return None
-            node = node[part]
-        return node
+        return self.root if ref == "#" else resolve_ref(self.root, ref)
 
     def types(self, schema: dict[str, Any], data: Any, where: str) -> None:
         kind = schema.get("type")
@@ -247,3 +237,17 @@ def _same(a: Any, b: Any) -> bool:
     if isinstance(a, dict) and isinstance(b, dict):
         return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
     return bool(a == b)
+
+
+def resolve_ref(root: Any, ref: str) -> Any:
+    """What a local ``$ref`` (``#/$defs/Row``, JSON Pointer escapes included) points
+    to in ``root``, or None."""
+    if not ref.startswith("#/"):
+        return None
+    node = root
+    for part in ref[2:].split("/"):
+        part = part.replace("~1", "/").replace("~0", "~")
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node

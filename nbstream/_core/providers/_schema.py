@@ -26,6 +26,8 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from ..schema_check import resolve_ref
+
 __all__ = ["anthropic_schema", "openai_strict"]
 
 _ANTHROPIC_FORMATS = frozenset(
@@ -79,23 +81,11 @@ def _strict(node: Any, root: dict[str, Any], depth: int) -> Any:
         del node["default"]
     ref = node.get("$ref")
     if isinstance(ref, str) and len(node) > 1:
-        target = _resolve(root, ref)
+        target = resolve_ref(root, ref)
         if isinstance(target, dict):  # the node's own keywords win over the target's
             merged = {**copy.deepcopy(target), **node}
             merged.pop("$ref")
             return _strict(merged, root, depth + 1)
-    return node
-
-
-def _resolve(root: dict[str, Any], ref: str) -> Any:
-    if not ref.startswith("#/"):
-        return None
-    node: Any = root
-    for part in ref[2:].split("/"):
-        part = part.replace("~1", "/").replace("~0", "~")
-        if not isinstance(node, dict) or part not in node:
-            return None
-        node = node[part]
     return node
 
 
