@@ -73,30 +73,17 @@ class Parser:
         self._scrubber = scrubber
 
     def parse(self, sse: ServerSentEvent) -> list[Event]:
-        data = sse.data
-        if data == "[DONE]":
-            return [_DONE]
-        try:
-            obj = loads(data)
-        except ValueError:
-            return [
-                StreamWarning(
-                    f"Skipped a chunk that is not JSON: {quote(self._scrubber, data)}"
-                )
-            ]
-        out: list[Event] = []
-        if type(obj) is not dict:
-            wrong("a chunk", obj, "a JSON object", out)
-            return out
-        return self.chunk(obj, out, is_error=sse.event == "error")
+        return self.parse_data(sse.data, is_error=sse.event == "error")
 
-    def parse_data(self, data: bytes) -> list[Event]:
-        if data == b"[DONE]":
-            return [_DONE]
+    def parse_data(self, data: str | bytes, *, is_error: bool = False) -> list[Event]:
+        """One event's data (bytes from the pipeline's fast path, or the decoder's
+        text); ``is_error``: sent as ``event: error``."""
         try:
             obj = loads(data)
-        except ValueError:
-            text = data.decode("utf-8", "replace")
+        except ValueError:  # [DONE] too: not JSON, so no test of every chunk for it
+            if data == b"[DONE]" or data == "[DONE]":
+                return [_DONE]
+            text = data if isinstance(data, str) else data.decode("utf-8", "replace")
             return [
                 StreamWarning(
                     f"Skipped a chunk that is not JSON: {quote(self._scrubber, text)}"
@@ -106,7 +93,8 @@ class Parser:
         if type(obj) is not dict:
             wrong("a chunk", obj, "a JSON object", out)
             return out
-        return self.chunk(obj, out)
+        # per chunk: no keyword argument passed on the usual path
+        return self.chunk(obj, out, is_error=True) if is_error else self.chunk(obj, out)
 
     def chunk(
         self, obj: dict[str, Any], out: list[Event], *, is_error: bool = False
