@@ -28,7 +28,7 @@ from typing import Any
 
 from .._core.errors import APIError
 from .._http.request import encode_body
-from .batchapi import Line, Poll, result_object
+from .batchapi import Line, Poll, counts_of, result_object
 from .rest import Rest, same_origin
 
 __all__ = ["ERROR_STATUS", "AnthropicBatch"]
@@ -70,16 +70,7 @@ class AnthropicBatch:
         return bid
 
     async def retrieve(self, rest: Rest, batch_id: str) -> Poll:
-        b = await rest.call("GET", f"/messages/batches/{batch_id}")
-        b = b if isinstance(b, dict) else {}
-        status = str(b.get("processing_status", "unknown"))
-        counts = b.get("request_counts") or {}
-        return Poll(
-            status,
-            status == "ended",
-            {k: v for k, v in counts.items() if isinstance(v, int)},
-            b,
-        )
+        return _poll(await rest.call("GET", f"/messages/batches/{batch_id}"))
 
     async def cancel(self, rest: Rest, batch_id: str) -> None:
         await rest.call("POST", f"/messages/batches/{batch_id}/cancel")
@@ -91,6 +82,13 @@ class AnthropicBatch:
         if not (isinstance(url, str) and same_origin(url, rest.base_url)):
             url = f"/messages/batches/{batch_id}/results"
         return _lines(await rest.lines(url), ids)
+
+
+def _poll(b: Any) -> Poll:
+    """What a message batch object says, whatever its shape."""
+    b = b if isinstance(b, dict) else {}
+    status = str(b.get("processing_status", "unknown"))
+    return Poll(status, status == "ended", counts_of(b.get("request_counts")), b)
 
 
 def _lines(lines: Iterator[bytes], ids: list[str]) -> Iterator[Line]:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 if TYPE_CHECKING:
     from .rest import Rest
 
-__all__ = ["BatchAPI", "Line", "Poll", "custom_id_for", "result_object"]
+__all__ = ["BatchAPI", "Line", "Poll", "counts_of", "custom_id_for", "result_object"]
 
 _CUSTOM_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
@@ -83,3 +83,10 @@ def result_object(raw: bytes) -> tuple[str, dict[str, Any]] | None:
     if not isinstance(obj, dict) or not isinstance(obj.get("custom_id"), str):
         return None
     return obj["custom_id"], obj
+
+
+def counts_of(counts: Any) -> dict[str, int]:
+    """A batch's ``request_counts``: the whole-number ones, whatever else it holds."""
+    if not isinstance(counts, dict):
+        return {}
+    return {str(k): v for k, v in counts.items() if type(v) is int}

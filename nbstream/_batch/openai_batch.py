@@ -27,7 +27,7 @@ from typing import Any
 
 from .._core.errors import APIError
 from .._http.request import encode_body
-from .batchapi import Line, Poll, result_object
+from .batchapi import Line, Poll, counts_of, result_object
 from .rest import Rest
 
 __all__ = ["ENDPOINT", "OpenAIBatch"]
@@ -63,15 +63,7 @@ class OpenAIBatch:
         return _str(rest, batch, "id")
 
     async def retrieve(self, rest: Rest, batch_id: str) -> Poll:
-        b = await rest.call("GET", f"/batches/{batch_id}")
-        status = str(b.get("status")) if isinstance(b, dict) else "unknown"
-        counts = b.get("request_counts") if isinstance(b, dict) else None
-        return Poll(
-            status,
-            status in TERMINAL,
-            {k: v for k, v in (counts or {}).items() if isinstance(v, int)},
-            b if isinstance(b, dict) else {},
-        )
+        return _poll(await rest.call("GET", f"/batches/{batch_id}"))
 
     async def cancel(self, rest: Rest, batch_id: str) -> None:
         await rest.call("POST", f"/batches/{batch_id}/cancel")
@@ -86,6 +78,13 @@ class OpenAIBatch:
         return _lines(downloads, poll, ids)
 
 
+def _poll(b: Any) -> Poll:
+    """What a batch object says, whatever its shape."""
+    b = b if isinstance(b, dict) else {}
+    status = str(b.get("status", "unknown"))
+    return Poll(status, status in TERMINAL, counts_of(b.get("request_counts")), b)
+
+
 def _lines(
     downloads: list[Iterator[bytes]], poll: Poll, ids: list[str]
 ) -> Iterator[Line]:
@@ -97,15 +96,13 @@ def _lines(
                 seen.add(line.custom_id)
                 yield line
     # what the files leave out: the batch's end says why
-    errors = (poll.raw.get("errors") or {}).get("data") or []
-    by_line = {
-        e.get("line"): e for e in errors if isinstance(e, dict) and e.get("line")
-    }
-    general = "; ".join(
-        str(e.get("message"))
-        for e in errors
-        if isinstance(e, dict) and not e.get("line")
+    errors = poll.raw.get("errors")
+    errors = errors.get("data") if isinstance(errors, dict) else None
+    errors = (
+        [e for e in errors if isinstance(e, dict)] if isinstance(errors, list) else []
     )
+    by_line = {e["line"]: e for e in errors if type(e.get("line")) is int}
+    general = "; ".join(str(e.get("message")) for e in errors if not e.get("line"))
     for n, cid in enumerate(ids, 1):
         if cid in seen:
             continue
